@@ -1,0 +1,99 @@
+"""The FastAPI application factory.
+
+``create_app(platform)`` serves a running ``Platform`` (what ``tiangong up`` and
+``tiangong platform`` do). ``create_app()`` with no platform builds one from the environment in
+the app's lifespan, for ``uvicorn --factory tiangong.platform.api.app:create_app``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from tiangong import __version__
+from tiangong.platform.api.routes import (
+    alarms,
+    devices,
+    records,
+    rules,
+    sites,
+    system,
+    tenants,
+    thing_models,
+    tokens,
+)
+from tiangong.platform.commands import CommandFailedError, CommandTimeoutError
+from tiangong.platform.errors import (
+    ConflictError,
+    NotFoundError,
+    PlatformError,
+    StoreUnavailableError,
+    ValidationError,
+)
+from tiangong.platform.service import Platform
+from tiangong.platform.settings import PlatformSettings
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger(__name__)
+
+_STATUS = (
+    (CommandTimeoutError, status.HTTP_504_GATEWAY_TIMEOUT),
+    (CommandFailedError, status.HTTP_502_BAD_GATEWAY),
+    (NotFoundError, status.HTTP_404_NOT_FOUND),
+    (ConflictError, status.HTTP_409_CONFLICT),
+    (ValidationError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (StoreUnavailableError, status.HTTP_503_SERVICE_UNAVAILABLE),
+)
+
+
+async def _platform_error(request: Request, exc: Exception) -> JSONResponse:
+    for cls, code in _STATUS:
+        if isinstance(exc, cls):
+            return JSONResponse({"detail": str(exc)}, status_code=code)
+    _log.error("unexpected platform error on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def create_app(platform: Platform | None = None) -> FastAPI:
+    """Build the API and dashboard application.
+
+    Args:
+        platform: a started platform to serve; ``None`` to start one in the app's lifespan.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if platform is not None:
+            app.state.platform = platform
+            yield
+            return
+        settings = PlatformSettings.load(http_port=None)
+        async with Platform(settings) as own:
+            app.state.platform = own
+            yield
+
+    app = FastAPI(
+        title="Tiangong industrial internet platform",
+        version=__version__,
+        description=(
+            "Devices, thing models, telemetry, alarms and connectivity KPIs. Every route except "
+            "`/healthz` needs `Authorization: Bearer <token>`; tokens are confined to their "
+            "tenant."
+        ),
+        lifespan=lifespan,
+    )
+    if platform is not None:
+        app.state.platform = platform
+    app.add_exception_handler(PlatformError, _platform_error)
+    for module in (system, tenants, sites, thing_models, devices, alarms, rules, tokens, records):
+        app.include_router(module.router)
+    static = resources.files("tiangong.platform") / "dashboard"
+    app.mount("/", StaticFiles(directory=str(static), html=True), name="dashboard")
+    return app

@@ -1,0 +1,129 @@
+// The REST API client: bearer token handling and one function per endpoint the dashboard uses.
+//
+// The token lives in sessionStorage (gone when the tab closes) and only ever travels in the
+// Authorization header: never in a query string, where it would end up in server logs and
+// browser history.
+
+const TOKEN_KEY = "tiangong.token";
+
+/** An API call that did not succeed; `status` is the HTTP status (0 = no response). */
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.name = "ApiError";
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+export function getToken() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+export function setToken(token) {
+  sessionStorage.setItem(TOKEN_KEY, token.trim());
+}
+
+export function clearToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/**
+ * Take a token from a `#token=tg_...` sign-in link, keep it, and remove it from the address bar
+ * (and from this history entry) so that it is not bookmarked, shared or shown on screen.
+ */
+export function takeTokenFromFragment() {
+  const match = /^#token=([^&]+)(?:&next=(.*))?$/.exec(window.location.hash);
+  if (!match) return false;
+  setToken(decodeURIComponent(match[1]));
+  const next = match[2] ? decodeURIComponent(match[2]) : "#/overview";
+  const clean = window.location.pathname + window.location.search + (next.startsWith("#/") ? next : "#/overview");
+  window.history.replaceState(null, "", clean);
+  return true;
+}
+
+// The tenant the dashboard shows. A platform administrator sees every tenant and picks one;
+// list endpoints are then filtered with ?tenant=. A tenant's own token may name only itself.
+let currentTenant = null;
+
+export function setTenant(tenantId) {
+  currentTenant = tenantId;
+}
+
+export function getTenant() {
+  return currentTenant;
+}
+
+function errorDetail(body, status) {
+  const detail = body && body.detail;
+  if (typeof detail === "string") return detail;
+  // FastAPI validation errors: a list of {loc, msg}.
+  if (Array.isArray(detail)) return detail.map((d) => d.msg || JSON.stringify(d)).join("; ");
+  return `HTTP ${status}`;
+}
+
+/**
+ * Call the API. `params` with null/undefined/"" values are left out; `scoped` adds ?tenant=.
+ * A 401 forgets the token and tells the app (which shows the sign-in screen).
+ */
+export async function request(path, { method = "GET", params = {}, scoped = false, signal } = {}) {
+  const url = new URL(path, window.location.origin);
+  const all = scoped && currentTenant ? { tenant: currentTenant, ...params } : params;
+  for (const [key, value] of Object.entries(all)) {
+    if (value !== null && value !== undefined && value !== "") url.searchParams.set(key, value);
+  }
+  const token = getToken();
+  let response;
+  try {
+    response = await fetch(url, {
+      method,
+      signal,
+      headers: { Accept: "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      cache: "no-store",
+    });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ApiError(0, "the platform cannot be reached");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (response.status === 401) {
+    clearToken();
+    window.dispatchEvent(new CustomEvent("tiangong:unauthorized", { detail: errorDetail(body, 401) }));
+  }
+  if (!response.ok) throw new ApiError(response.status, errorDetail(body, response.status));
+  return body;
+}
+
+const enc = encodeURIComponent;
+
+/** The endpoints, by what they return. */
+export const api = {
+  overview: (opts) => request("/api/v1/overview", { scoped: true, ...opts }),
+  kpis: (opts) => request("/api/v1/kpis", { scoped: true, ...opts }),
+  sites: (opts) => request("/api/v1/sites", { scoped: true, ...opts }),
+  site: (id, opts) => request(`/api/v1/sites/${enc(id)}`, { scoped: true, ...opts }),
+  siteKpis: (id, start, opts) =>
+    request(`/api/v1/sites/${enc(id)}/kpis`, { scoped: true, params: { start }, ...opts }),
+  siteLinks: (id, opts) => request(`/api/v1/sites/${enc(id)}/links`, { scoped: true, ...opts }),
+  // Site "*" (the tenant total) has no /sites/{id}; its history is /kpis/history.
+  tenantKpiHistory: (start, opts) =>
+    request("/api/v1/kpis/history", { scoped: true, params: { start }, ...opts }),
+  devices: (params, opts) => request("/api/v1/devices", { scoped: true, params, ...opts }),
+  device: (id, opts) => request(`/api/v1/devices/${enc(id)}`, opts),
+  latest: (id, opts) => request(`/api/v1/devices/${enc(id)}/latest`, opts),
+  telemetry: (id, params, opts) => request(`/api/v1/devices/${enc(id)}/telemetry`, { params, ...opts }),
+  events: (id, limit, opts) => request(`/api/v1/devices/${enc(id)}/events`, { params: { limit }, ...opts }),
+  transitions: (id, limit, opts) =>
+    request(`/api/v1/devices/${enc(id)}/transitions`, { params: { limit }, ...opts }),
+  alarms: (params, opts) => request("/api/v1/alarms", { scoped: true, params, ...opts }),
+  acknowledgeAlarm: (id) => request(`/api/v1/alarms/${enc(id)}/acknowledge`, { method: "POST" }),
+  clearAlarm: (id) => request(`/api/v1/alarms/${enc(id)}/clear`, { method: "POST" }),
+  thingModels: (opts) => request("/api/v1/thing-models", { scoped: true, ...opts }),
+  thingModel: (tenant, id, version, opts) =>
+    request(`/api/v1/thing-models/${enc(id)}`, { params: { tenant, version }, ...opts }),
+};

@@ -1,0 +1,406 @@
+"""The platform, assembled: one async context manager that owns every part and its tasks.
+
+``async with Platform(settings) as platform`` opens the metadata database, the time-series
+store, the registry, rules and tokens; optionally starts the embedded broker; then runs, as
+named tasks of one TaskGroup: the ingest connection and pipeline, the Sparkplug B host (its own
+connection, feeding the same pipeline; see ``platform.sparkplug``), the HTTP server (API and
+dashboard), presence from the embedded broker, and the maintenance loops (rollups, retention,
+KPI samples, last-seen flushes, offline detection, registry refresh, gauges).
+
+Shutdown runs in dependency order: the HTTP server stops taking requests, the Sparkplug host
+publishes its STATE death and hands its last messages to the pipeline, ingest stops reading
+and commits and acknowledges what it already took, maintenance writes its last state, then the
+broker, the store and the database close. Nothing acknowledged is lost; anything not yet
+acknowledged stays with the broker for next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from tiangong.network.access import Channel, DeviceTopic
+from tiangong.network.broker import EmbeddedBroker
+from tiangong.network.errors import MqttError, NetworkError
+from tiangong.network.http_listener import HttpListener, bind_listener
+from tiangong.network.mqtt import MqttClient, ProtocolVersion, Subscription, Will
+from tiangong.network.mqtt.client import ClientStats
+from tiangong.platform.alarms.service import AlarmService
+from tiangong.platform.broker_access import SERVICE_USER, RegistryBrokerAuthority
+from tiangong.platform.commands import CommandService
+from tiangong.platform.database import Database
+from tiangong.platform.errors import (
+    ConfigurationError,
+    LifecycleError,
+    NotFoundError,
+    PlatformError,
+)
+from tiangong.platform.ingest.dead_letters import DeadLetterStore
+from tiangong.platform.ingest.pipeline import IngestPipeline, IngestSettings
+from tiangong.platform.kpi import KpiService
+from tiangong.platform.lifecycle import LifecycleTrigger
+from tiangong.platform.metrics import PlatformMetrics
+from tiangong.platform.model import DeviceState
+from tiangong.platform.registry import DeviceRegistry
+from tiangong.platform.settings import PlatformSettings
+from tiangong.platform.sparkplug.host_service import SparkplugHostService
+from tiangong.platform.tokens import TokenService
+from tiangong.platform.tsdb.base import TimeSeriesStore
+from tiangong.platform.tsdb.duckdb_store import DuckDBStore
+
+__all__ = ["Platform"]
+
+_log = logging.getLogger(__name__)
+
+
+class Platform:
+    """A running platform instance.
+
+    Args:
+        settings: validated settings.
+        embedded_broker: also run the embedded MQTT broker on ``mqtt_host:mqtt_port``.
+        ingest: tuning of the ingest pipeline.
+    """
+
+    def __init__(
+        self,
+        settings: PlatformSettings,
+        *,
+        embedded_broker: bool = False,
+        ingest: IngestSettings | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = PlatformMetrics()
+        self.db = Database(url=settings.metadata_url())
+        self.registry = DeviceRegistry(self.db)
+        self.store = self._make_store(settings)
+        self.dead_letters = DeadLetterStore(self.db)
+        self.alarms = AlarmService(self.db, self.metrics)
+        self.kpis = KpiService(self.db, self.registry, self.store)
+        self.tokens = TokenService(self.db)
+        self.sparkplug: SparkplugHostService | None = None
+        if settings.sparkplug_enabled:
+            self.sparkplug = SparkplugHostService(
+                registry=self.registry,
+                metrics_registry=self.metrics.registry,
+                host_id=settings.sparkplug_host_id,
+                rebirth_interval_ms=int(settings.sparkplug_rebirth_interval * 1000),
+            )
+        self.commands = CommandService(self.registry, sparkplug=self.sparkplug)
+        self.pipeline = IngestPipeline(
+            registry=self.registry,
+            store=self.store,
+            dead_letters=self.dead_letters,
+            metrics=self.metrics,
+            settings=ingest or IngestSettings(),
+            command_answers=self.commands.answer,
+            sparkplug=self.sparkplug,
+        )
+        self.pipeline.add_listener(self.alarms.on_commit)
+        self.authority = RegistryBrokerAuthority(self.registry, self.metrics)
+        self._embedded_broker = embedded_broker
+        self.broker: EmbeddedBroker | None = None
+        self.admin_token = ""
+        self.admin_token_generated = False
+        self.http_port: int | None = None
+        self.mqtt: MqttClient | None = None
+        self.started_at = datetime.now(UTC)
+        self._stack = AsyncExitStack()
+        self._ingest_task: asyncio.Task[None] | None = None
+        self._sparkplug_task: asyncio.Task[None] | None = None
+        self._other_tasks: list[asyncio.Task[None]] = []
+        self._http: HttpListener | None = None
+        self._client_stats_seen = ClientStats()
+        self._rate_samples: deque[tuple[float, int]] = deque(maxlen=4)
+
+    def ingest_rate(self) -> float:
+        """Points stored per second over the last few seconds."""
+        samples = list(self._rate_samples)
+        if len(samples) < 2:
+            return 0.0
+        (t0, p0), (t1, p1) = samples[0], samples[-1]
+        return (p1 - p0) / (t1 - t0) if t1 > t0 else 0.0
+
+    @staticmethod
+    def _make_store(settings: PlatformSettings) -> TimeSeriesStore:
+        if settings.store == "postgres":
+            from tiangong.platform.tsdb.postgres_store import PostgresStore  # noqa: PLC0415
+
+            assert settings.postgres_dsn is not None
+            return PostgresStore(dsn=settings.postgres_dsn)
+        return DuckDBStore(
+            path=settings.data_dir / "telemetry.duckdb", memory_limit=settings.duckdb_memory_limit
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException as exc:
+            # Stop whatever started (background loops never end by themselves), then re-raise.
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def _start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Take the HTTP port first: a port in use should fail before anything else starts.
+        http_socket = self._bind_http() if settings.http_port is not None else None
+        if http_socket is not None:
+            self._stack.callback(http_socket.close)
+        await self.db.open()
+        self._stack.push_async_callback(self.db.close)
+        await self.registry.refresh()
+        await self.store.open()
+        self._stack.push_async_callback(self.store.close)
+        await self.alarms.load()
+        restored = await self.pipeline.warm_up()
+        _log.info("platform: %d recent message digests restored", restored)
+        configured = settings.admin_token.get_secret_value() if settings.admin_token else None
+        self.admin_token, self.admin_token_generated = await self.tokens.bootstrap_admin(
+            settings.data_dir / "admin-token", configured
+        )
+        if self._embedded_broker:
+            self.broker = await self._stack.enter_async_context(
+                EmbeddedBroker(
+                    host=settings.mqtt_host, port=settings.mqtt_port, authority=self.authority
+                )
+            )
+        tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._ingest_task = tasks.create_task(self._ingest(), name="platform-ingest")
+        if self.sparkplug is not None:
+            self._sparkplug_task = tasks.create_task(
+                self.sparkplug.run(connect=self._sparkplug_client, feed=self.pipeline.feed),
+                name="platform-sparkplug",
+            )
+        loops: list[tuple[str, float, Callable[[], Awaitable[object]]]] = [
+            ("rollups", settings.rollup_interval, self.store.refresh_rollups),
+            ("retention", settings.retention_interval, self._retention),
+            ("kpi-sample", settings.kpi_interval, self.kpis.sample),
+            ("last-seen", 15.0, self.registry.flush_last_seen),
+            ("offline-detection", min(30.0, settings.offline_after / 2), self._detect_offline),
+            ("gauges", 2.0, self._gauges),
+            ("dead-letter-prune", 3600.0, self.dead_letters.prune),
+        ]
+        if not self.db.is_sqlite:
+            loops.append(("registry-refresh", 30.0, self.registry.refresh))
+        for name, interval, action in loops:
+            self._other_tasks.append(
+                tasks.create_task(self._every(name, interval, action), name=f"platform-{name}")
+            )
+        if self._embedded_broker:
+            self._other_tasks.append(tasks.create_task(self._presence(), name="platform-presence"))
+        if http_socket is not None:
+            self._start_http(tasks, http_socket)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._http is not None:
+            await self._http.stop()
+        # The Sparkplug host first: its last messages go to the pipeline, which commits them.
+        if self._sparkplug_task is not None:
+            self._sparkplug_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sparkplug_task
+        if self._ingest_task is not None:
+            self._ingest_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ingest_task
+        for task in self._other_tasks:
+            task.cancel()
+        with contextlib.suppress(PlatformError, SQLAlchemyError, OSError):
+            await self.registry.flush_last_seen()
+        with contextlib.suppress(PlatformError):
+            await self.store.refresh_rollups()
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    def _bind_http(self) -> socket.socket:
+        try:
+            sock = bind_listener(self.settings.http_host, self.settings.http_port or 0)
+        except NetworkError as exc:
+            raise ConfigurationError(f"HTTP: {exc} (--port)") from exc
+        self.http_port = int(sock.getsockname()[1])
+        return sock
+
+    def _start_http(self, tasks: asyncio.TaskGroup, sock: socket.socket) -> None:
+        from tiangong.platform.api.app import create_app  # noqa: PLC0415 - the API imports us
+
+        self._http = HttpListener(create_app(self), sock)
+        self._other_tasks.append(self._http.start(tasks, "platform-http"))
+
+    # -- ingest ----------------------------------------------------------------------------------
+
+    def _client(
+        self, *, client_id: str | None = None, will: Will | None = None, reconnect: bool = True
+    ) -> MqttClient:
+        settings = self.settings
+        if self._embedded_broker:
+            username: str | None = SERVICE_USER
+            password: str | None = self.authority.service_secret
+            version = ProtocolVersion.V311
+        else:
+            username = settings.mqtt_username
+            password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+            version = ProtocolVersion(settings.mqtt_version)
+        return MqttClient(
+            host=settings.mqtt_host,
+            port=settings.mqtt_port,
+            client_id=client_id or settings.mqtt_client_id,
+            username=username,
+            password=password,
+            version=version,
+            clean_start=False,
+            session_expiry=7 * 24 * 3600,
+            max_packet_size=settings.max_message_bytes,
+            # Let the broker send oversized messages: we skip them unbuffered and dead-letter
+            # them, where an advertised limit would make the broker drop them uncounted.
+            advertise_max_packet_size=False,
+            receive_maximum=4096,
+            inbound_queue=self.pipeline.settings.inbound_messages,
+            inbound_bytes=self.pipeline.settings.inbound_bytes,
+            will=will,
+            reconnect=reconnect,
+        )
+
+    def _sparkplug_client(self, will: Will) -> MqttClient:
+        """The Sparkplug host's connection: its own session, its STATE death as the Will.
+
+        It does not reconnect by itself: the host service does, so that each connection
+        registers a Will with that connection's STATE timestamp.
+        """
+        return self._client(
+            client_id=f"{self.settings.mqtt_client_id}-sparkplug", will=will, reconnect=False
+        )
+
+    def _subscriptions(self) -> tuple[Subscription, ...]:
+        group = self.settings.mqtt_shared_group
+        subs = []
+        for channel in (Channel.TELEMETRY, Channel.EVENTS, Channel.STATUS):
+            topic = DeviceTopic.filter(channel)
+            subs.append(Subscription(f"$share/{group}/{topic}" if group else topic, qos=1))
+        # Command answers are never shared: each goes to every instance, and the one that sent
+        # the request recognises it.
+        subs.append(Subscription(DeviceTopic.filter(Channel.COMMAND_RESULT), qos=1))
+        return tuple(subs)
+
+    async def _ingest(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with self._client() as client:
+                    self.mqtt = client
+                    self.commands.client = client
+                    self._client_stats_seen = ClientStats()
+                    delay = 0.5
+                    await client.subscribe(*self._subscriptions())
+                    _log.info(
+                        "platform: ingesting from %s:%d",
+                        self.settings.mqtt_host,
+                        self.settings.mqtt_port,
+                    )
+                    await self.pipeline.run(client)
+            except (OSError, MqttError) as exc:
+                _log.warning(
+                    "platform: broker %s:%d unavailable (%s); retrying in %.1fs",
+                    self.settings.mqtt_host,
+                    self.settings.mqtt_port,
+                    exc,
+                    delay,
+                )
+            except Exception:  # noqa: BLE001 - ingest restarts; the API and the rest stay up
+                _log.exception("platform: ingest stopped on an error; restarting in %.1fs", delay)
+            finally:
+                self.mqtt = None
+                self.commands.client = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    # -- background work -------------------------------------------------------------------------
+
+    async def _every(
+        self, name: str, interval: float, action: Callable[[], Awaitable[object]]
+    ) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await action()
+            except Exception:  # noqa: BLE001 - one failed pass must not stop the loop
+                _log.exception("platform: %s failed; next attempt in %.0fs", name, interval)
+
+    async def _retention(self) -> int:
+        tenants = await self.registry.list_tenants()
+        deleted = await self.store.apply_retention(
+            {t.id: t.retention_days for t in tenants}, int(time.time() * 1000)
+        )
+        await self.kpis.prune()
+        return deleted
+
+    async def _detect_offline(self) -> None:
+        """Mark silent devices offline, except those whose presence something else vouches for.
+
+        A device behind an online gateway may report by exception and stay silent for hours:
+        the gateway's status says whether it can reach it. A Sparkplug device's presence is its
+        births and deaths (the NDEATH is the broker's will, so a lost node is always seen).
+        """
+        horizon = datetime.now(UTC) - timedelta(seconds=self.settings.offline_after)
+        for device in list(self.registry.devices_in_memory()):
+            if device.state is not DeviceState.ONLINE:
+                continue
+            if self.sparkplug is not None and self.sparkplug.handles(device.id):
+                continue
+            gateway = self.registry.lookup(device.gateway_id) if device.gateway_id else None
+            if gateway is not None and gateway.device.state is DeviceState.ONLINE:
+                continue
+            seen = self.registry.last_seen(device.id) or device.state_changed_at
+            if seen is not None and seen < horizon:
+                with contextlib.suppress(LifecycleError, NotFoundError):
+                    await self.registry.apply_lifecycle(
+                        device.id,
+                        LifecycleTrigger.DISCONNECT,
+                        reason=f"silent for more than {self.settings.offline_after:g}s",
+                    )
+
+    async def _presence(self) -> None:
+        while True:
+            device_id, trigger, reason = await self.authority.presence.get()
+            if trigger is LifecycleTrigger.CONNECT:
+                self.registry.touch(device_id, datetime.now(UTC))
+            try:
+                await self.registry.apply_lifecycle(device_id, trigger, reason=reason)
+            except (LifecycleError, NotFoundError) as exc:
+                _log.info("platform: presence of %s ignored: %s", device_id, exc)
+            except Exception:  # noqa: BLE001 - a database hiccup must not stop presence
+                _log.exception("platform: presence update of %s failed", device_id)
+
+    async def _gauges(self) -> None:
+        self._rate_samples.append((time.monotonic(), self.pipeline.points_committed))
+        counts = dict.fromkeys(DeviceState, 0)
+        for device in self.registry.devices_in_memory():
+            counts[device.state] += 1
+        for state, n in counts.items():
+            self.metrics.devices.labels(state.value).set(n)
+        client = self.mqtt
+        if client is not None:
+            stats, seen = client.stats, self._client_stats_seen
+            self.metrics.mqtt_connects.inc(max(stats.connects - seen.connects, 0))
+            self.metrics.mqtt_read_pauses.inc(max(stats.read_pauses - seen.read_pauses, 0))
+            self._client_stats_seen = ClientStats(
+                connects=stats.connects, read_pauses=stats.read_pauses
+            )

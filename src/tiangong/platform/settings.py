@@ -1,0 +1,146 @@
+"""Settings of a platform instance, from arguments or ``TIANGONG_*`` environment variables.
+
+Secure by default: an administrator token or broker password from the environment is refused
+when it is short or a well-known default (``admin``, ``changeme``...) unless ``demo`` is set; the
+local demo generates its own secrets and never needs one. See ``docs/operations.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final, Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tiangong.platform.errors import ConfigurationError
+from tiangong.security.credentials import TOKEN_PREFIX
+
+__all__ = ["PlatformSettings"]
+
+#: Passwords and tokens that ship as defaults with some broker or platform: never accepted.
+WELL_KNOWN_SECRETS: Final = frozenset(
+    {
+        "admin",
+        "administrator",
+        "changeme",
+        "default",
+        "guest",
+        "mosquitto",
+        "password",
+        "public",
+        "root",
+        "secret",
+        "tiangong",
+        "test",
+        "123456",
+    }
+)
+
+
+class PlatformSettings(BaseSettings):
+    """Everything a platform instance needs to know to start.
+
+    Attributes:
+        data_dir: where embedded databases and the generated admin token live.
+        demo: the local demo (``tiangong up``): generated secrets are printed for the user.
+        http_host: address of the REST API and dashboard.
+        http_port: port of the REST API and dashboard (0: any free port; None: no HTTP).
+        mqtt_host: broker address.
+        mqtt_port: broker port.
+        mqtt_username: the platform's own broker user (external brokers).
+        mqtt_password: its password.
+        mqtt_version: 5 (Mosquitto, EMQX) or 4 (MQTT 3.1.1; the embedded broker).
+        mqtt_client_id: client id of the ingest connection (its persistent session).
+        mqtt_shared_group: subscribe as an MQTT 5 shared subscription group so several
+            platform instances split the load.
+        max_message_bytes: the largest device message accepted.
+        store: ``duckdb`` (embedded) or ``postgres``.
+        postgres_dsn: PostgreSQL connection string for ``store=postgres``.
+        duckdb_memory_limit: DuckDB's buffer cap (e.g. ``256MB``); more memory does not make
+            ingest faster, it only caches more (measured: same write speed at 256 MB and 1 GB).
+        database_url: metadata database URL (default: SQLite in ``data_dir``).
+        admin_token: a platform-admin token to accept (deployments with a secret manager).
+        offline_after: seconds of silence after which an online device is marked offline.
+        rollup_interval: seconds between rollup refreshes.
+        kpi_interval: seconds between KPI samples.
+        retention_interval: seconds between retention runs.
+        sparkplug_enabled: run the Sparkplug B host application (its own MQTT connection,
+            ``spBv1.0/#``). Sparkplug needs every message of an edge node at one host, so in a
+            deployment of several instances exactly one runs it: turn it off on the others.
+        sparkplug_host_id: the Sparkplug host id; its STATE topic is
+            ``spBv1.0/STATE/<host id>``, which edge nodes name as their primary host.
+        sparkplug_rebirth_interval: seconds between two rebirth requests to the same node.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TIANGONG_", extra="ignore")
+
+    data_dir: Path = Path(".tiangong")
+    demo: bool = False
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(default=8080, ge=0, le=65535)
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=1884, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_version: Literal[4, 5] = 5
+    mqtt_client_id: str = "tiangong-platform"
+    mqtt_shared_group: str | None = None
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    store: Literal["duckdb", "postgres"] = "duckdb"
+    postgres_dsn: str | None = None
+    duckdb_memory_limit: str = Field(
+        default="256MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
+    )
+    database_url: str | None = None
+    admin_token: SecretStr | None = None
+    offline_after: float = Field(default=300.0, gt=0)
+    rollup_interval: float = Field(default=10.0, gt=0)
+    kpi_interval: float = Field(default=60.0, gt=0)
+    retention_interval: float = Field(default=3600.0, gt=0)
+    sparkplug_enabled: bool = True
+    # Sparkplug ids may hold any UTF-8 but MQTT's level separator and wildcards.
+    sparkplug_host_id: str = Field(default="tiangong", pattern=r"^[^/+#\x00]{1,128}$")
+    sparkplug_rebirth_interval: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _secure(self) -> Self:
+        if self.admin_token is not None and not self.admin_token.get_secret_value().startswith(
+            TOKEN_PREFIX
+        ):
+            raise ValueError(f"admin_token must start with {TOKEN_PREFIX!r} like every API token")
+        if self.store == "postgres" and not self.postgres_dsn:
+            raise ValueError("store=postgres needs postgres_dsn (TIANGONG_POSTGRES_DSN)")
+        if not self.demo:
+            for label, secret in (
+                ("admin_token", self.admin_token),
+                ("mqtt_password", self.mqtt_password),
+            ):
+                if secret is None:
+                    continue
+                value = secret.get_secret_value()
+                if value.lower() in WELL_KNOWN_SECRETS or len(value) < 16:
+                    raise ValueError(
+                        f"{label} is a default or too short (at least 16 characters, not a"
+                        " well-known default); generate one, e.g. `python -c 'import secrets;"
+                        " print(secrets.token_urlsafe(32))'`"
+                    )
+        return self
+
+    def metadata_url(self) -> str:
+        """The metadata database URL."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'registry.sqlite').resolve()}"
+
+    @classmethod
+    def load(cls, **overrides: object) -> PlatformSettings:
+        """Build settings, turning validation errors into a ``ConfigurationError``.
+
+        Raises:
+            ConfigurationError: a setting is invalid; the message says which and why.
+        """
+        try:
+            return cls(**overrides)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid platform settings: {exc}") from exc

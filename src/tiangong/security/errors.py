@@ -1,0 +1,17 @@
+"""Exceptions of the security system.
+
+Tree::
+
+    SecurityError
+    └── CredentialFormatError   a stored hash or token that is not in a known format
+"""
+
+from __future__ import annotations
+
+
+class SecurityError(Exception):
+    """Root of all security-system errors."""
+
+
+class CredentialFormatError(SecurityError):
+    """A stored credential hash or presented token is not in a format we issue."""

@@ -1,0 +1,77 @@
+"""Shared fixtures: real servers (Mosquitto, PostgreSQL) found or started for the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.servers import MosquittoProcess, postgres_dsn, unavailable
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
+    """A Mosquitto broker of this test's own (so the test may stop and restart it)."""
+    broker = MosquittoProcess(workdir=tmp_path / "mosquitto")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def _shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoProcess]:
+    broker = MosquittoProcess(workdir=tmp_path_factory.mktemp("mosquitto-shared"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+async def shared_mosquitto(_shared_broker: MosquittoProcess) -> MosquittoProcess:
+    """One Mosquitto broker for the tests that only publish and subscribe.
+
+    Each test gets it without retained messages: a gateway's retained status from one test
+    would otherwise reach the next test's platform as a message from an unknown device.
+    """
+    await clear_retained(_shared_broker.port)
+    return _shared_broker
+
+
+async def clear_retained(port: int, settle: float = 0.3) -> int:
+    """Delete every retained message on the broker at ``port``; returns how many there were."""
+    from tiangong.network.mqtt import MqttClient, Subscription  # noqa: PLC0415
+
+    topics: set[str] = set()
+    # Bounded: a broker that stops answering fails the test here, with this line in the report.
+    async with asyncio.timeout(20), MqttClient(
+        host="127.0.0.1", port=port, client_id=f"clear-{uuid.uuid4().hex[:8]}"
+    ) as client:
+        await client.subscribe(Subscription("#", qos=0))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settle):
+                while True:
+                    message = await client.next_message()
+                    if message.retain:
+                        topics.add(message.topic)
+        for topic in topics:
+            await client.publish(topic, b"", qos=1, retain=True)
+    return len(topics)
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database on 127.0.0.1:5432 for one test; dropped afterwards."""
+    name = f"tiangong_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(postgres_dsn(), autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        unavailable(f"PostgreSQL on 127.0.0.1:5432 unreachable: {exc}")
+    yield postgres_dsn(name)
+    with psycopg.connect(postgres_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

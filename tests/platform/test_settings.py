@@ -1,0 +1,46 @@
+"""Settings refuse what cannot be secure or cannot work."""
+
+from __future__ import annotations
+
+import pytest
+
+from tiangong.platform.errors import ConfigurationError
+from tiangong.platform.settings import PlatformSettings
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"admin_token": "tg_admin"},
+        {"admin_token": "tg_changeme"},
+        {"admin_token": "changeme"},
+        {"admin_token": "no-prefix-but-long-enough-123"},
+        {"mqtt_password": "public"},
+        {"mqtt_password": "short"},
+        {"store": "postgres"},
+        {"http_port": 70000},
+    ],
+)
+def test_insecure_or_broken_settings_are_refused(overrides: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        PlatformSettings.load(**overrides)
+    assert "invalid platform settings" in str(info.value)
+
+
+def test_demo_may_use_anything_and_good_secrets_pass() -> None:
+    PlatformSettings.load(demo=True, mqtt_password="public")
+    settings = PlatformSettings.load(
+        admin_token="tg_" + "x" * 40, mqtt_password="a-long-generated-secret-value"
+    )
+    assert settings.admin_token is not None
+
+
+def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIANGONG_MQTT_PORT", "2883")
+    monkeypatch.setenv("TIANGONG_STORE", "postgres")
+    monkeypatch.setenv("TIANGONG_POSTGRES_DSN", "postgresql://x@y/z")
+    settings = PlatformSettings.load()
+    assert (settings.mqtt_port, settings.store) == (2883, "postgres")
+    monkeypatch.setenv("TIANGONG_ADMIN_TOKEN", "admin")
+    with pytest.raises(ConfigurationError, match="admin_token"):
+        PlatformSettings.load()
