@@ -48,9 +48,12 @@ async def clear_retained(port: int, settle: float = 0.3) -> int:
 
     topics: set[str] = set()
     # Bounded: a broker that stops answering fails the test here, with this line in the report.
-    async with asyncio.timeout(20), MqttClient(
-        host="127.0.0.1", port=port, client_id=f"clear-{uuid.uuid4().hex[:8]}"
-    ) as client:
+    async with (
+        asyncio.timeout(20),
+        MqttClient(
+            host="127.0.0.1", port=port, client_id=f"clear-{uuid.uuid4().hex[:8]}"
+        ) as client,
+    ):
         await client.subscribe(Subscription("#", qos=0))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(settle):

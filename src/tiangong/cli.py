@@ -18,6 +18,7 @@ from rich.logging import RichHandler
 
 from tiangong import __version__
 from tiangong.edge.cli import edge_app
+from tiangong.identity.cli import id_app, idnode_command
 
 app = typer.Typer(
     name="tiangong",
@@ -29,6 +30,8 @@ app = typer.Typer(
 broker_app = typer.Typer(help="Work with external MQTT brokers (Mosquitto, EMQX).")
 app.add_typer(broker_app, name="broker")
 app.add_typer(edge_app, name="edge")
+app.add_typer(id_app, name="id")
+app.command("idnode")(idnode_command)
 
 console = Console()
 err = Console(stderr=True)
@@ -65,6 +68,7 @@ def logging_setup(verbose: bool) -> None:
 def run(coro: object) -> None:
     """Run a command's coroutine; a Tiangong error is printed with its reason (exit 1)."""
     from tiangong.edge.errors import EdgeError  # noqa: PLC0415 - keep --help fast
+    from tiangong.identity.errors import IdentityError  # noqa: PLC0415
     from tiangong.network.errors import NetworkError  # noqa: PLC0415
     from tiangong.platform.errors import PlatformError  # noqa: PLC0415
     from tiangong.sim.errors import SimError  # noqa: PLC0415
@@ -76,14 +80,16 @@ def run(coro: object) -> None:
             uvloop.run(coro)  # type: ignore[arg-type]
         except ImportError:  # pragma: no cover - Windows
             asyncio.run(coro)  # type: ignore[arg-type]
-    except (PlatformError, NetworkError, EdgeError, SimError) as exc:
+    except (PlatformError, NetworkError, EdgeError, SimError, IdentityError) as exc:
         err.print(f"[bold red]error:[/bold red] {exc}")
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except BaseExceptionGroup as group:
         # A service's task failed on start (a taken port...): say why, not a traceback.
-        known, _rest = group.split((PlatformError, NetworkError, EdgeError, SimError))
+        known, _rest = group.split(
+            (PlatformError, NetworkError, EdgeError, SimError, IdentityError)
+        )
         if known is None:
             raise
         for leaf in _leaves(known):

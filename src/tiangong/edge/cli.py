@@ -125,7 +125,7 @@ def edge_command(
 
 
 @edge_app.command("browse")
-def browse_command(  # noqa: PLR0917 - typer passes one argument per option
+def browse_command(
     endpoint: Annotated[str, typer.Argument(help="The server, e.g. opc.tcp://10.0.3.7:4840/.")],
     depth: Annotated[int, typer.Option(min=1, max=20, help="Object levels to descend.")] = 6,
     security_policy: Annotated[

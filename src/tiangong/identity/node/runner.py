@@ -1,0 +1,178 @@
+"""Start a node of any role: store, listeners, its own site record, registration at its parent.
+
+``tiangong idnode`` and ``tiangong up`` both come through ``running_node``. A root, secondary or
+enterprise node homes its prefix and makes ``300:0.NA/<prefix>`` its administrator with the
+secret the operator gave (never a built-in default); with ``parent`` and a parent credential it
+then registers its prefix at the parent (creates or updates ``0.NA/<prefix>`` there with its own
+HS_SITE), which is how the hierarchy is wired. A resolver has no store: it starts from the root
+addresses in ``parent`` and caches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tiangong.identity import auth
+from tiangong.identity.client import HandleClient, ServerAddress, error_text
+from tiangong.identity.errors import IdentityError
+from tiangong.identity.handle.messages import ValuesRequest
+from tiangong.identity.handle.protocol import OpCode, OpFlag, ResponseCode
+from tiangong.identity.handle.values import (
+    ALL_ADMIN_PERMISSIONS,
+    HS_SITE,
+    Interface,
+    InterfaceKind,
+    ServerInfo,
+    SiteInfo,
+    Transport,
+    ValueReference,
+    prefix_handle,
+)
+from tiangong.identity.node.server import NodeServer
+from tiangong.identity.node.service import (
+    ADMIN_KEY_INDEX,
+    HandleNode,
+    NodeRole,
+    admin_values,
+    site_value,
+)
+from tiangong.identity.resolver import Resolver, ResolverNode
+from tiangong.identity.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+class NodeSetupError(IdentityError):
+    """A node cannot start as configured (missing secret, parent refused the registration)."""
+
+
+@dataclass
+class NodeOptions:
+    """How to run one node (the ``tiangong idnode`` flags)."""
+
+    role: NodeRole
+    prefix: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 2641
+    http_port: int | None = None
+    admin_secret: bytes | None = None
+    data_dir: Path = Path(".tiangong/idnode")
+    store_url: str | None = None  # postgresql://... for a big node; default: embedded
+    parents: list[ServerAddress] = field(default_factory=list)
+    parent_admin: ValueReference | None = None
+    parent_secret: bytes | None = None
+    advertise: str | None = None  # address other nodes reach us at (default: host)
+
+
+@dataclass
+class RunningNode:
+    """A started node: what it serves and where."""
+
+    options: NodeOptions
+    server: NodeServer
+    node: HandleNode | None
+    resolver: Resolver | None
+    admin: ValueReference | None
+
+    @property
+    def address(self) -> ServerAddress:
+        """Where the node answers (UDP and TCP share the port)."""
+        return ServerAddress(self.options.advertise or self.options.host, self.server.port)
+
+
+def own_site(host: str, port: int, http_port: int | None) -> SiteInfo:
+    """The HS_SITE of a one-server node listening on ``host:port`` (and HTTP)."""
+    interfaces = [
+        Interface(InterfaceKind.ADMIN_AND_QUERY, Transport.UDP, port),
+        Interface(InterfaceKind.ADMIN_AND_QUERY, Transport.TCP, port),
+    ]
+    if http_port:
+        interfaces.append(Interface(InterfaceKind.ADMIN_AND_QUERY, Transport.HTTP, http_port))
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise NodeSetupError(
+            f"--advertise {host!r} must be an IP address (HS_SITE carries addresses, not names)"
+        ) from exc
+    return SiteInfo(
+        servers=(ServerInfo(server_id=1, address=address, interfaces=tuple(interfaces)),),
+        attributes=(("desc", "Tiangong identifier node"),),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_node(options: NodeOptions) -> AsyncIterator[RunningNode]:
+    """Run a node until the context exits."""
+    if options.role is NodeRole.RESOLVER:
+        if not options.parents:
+            raise NodeSetupError("a resolver needs --parent: the root node's host:port")
+        resolver = Resolver(options.parents)
+        resolver_node = ResolverNode(resolver)
+        async with NodeServer(
+            resolver_node, host=options.host, port=options.port, http_port=options.http_port
+        ) as server:
+            resolver_node.site = own_site(
+                options.advertise or options.host, server.port, server.http_port
+            )
+            yield RunningNode(options, server, None, resolver, None)
+        return
+    if not options.prefix:
+        raise NodeSetupError(f"a {options.role.value} node needs --prefix (e.g. 88.100.1)")
+    if not options.admin_secret:
+        raise NodeSetupError(
+            "no administrator secret: give --admin-secret or set TIANGONG_ID_ADMIN_SECRET"
+            " (generate one with `tiangong id secret`)"
+        )
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    store_target = options.store_url or str(options.data_dir / "handles.sqlite3")
+    async with open_store(store_target) as store:
+        node = HandleNode(store, role=options.role)
+        async with NodeServer(
+            node, host=options.host, port=options.port, http_port=options.http_port
+        ) as server:
+            node.site = own_site(options.advertise or options.host, server.port, server.http_port)
+            admin = await node.bootstrap(options.prefix, options.admin_secret)
+            running = RunningNode(options, server, node, None, admin)
+            if options.parents and options.parent_admin is not None:
+                await register_at_parent(running)
+            yield running
+
+
+async def register_at_parent(running: RunningNode) -> None:
+    """Create or update ``0.NA/<prefix>`` at the parent with this node's site."""
+    options = running.options
+    assert options.prefix is not None
+    assert running.node is not None
+    assert running.node.site is not None
+    assert options.parent_admin is not None
+    if not options.parent_secret:
+        raise NodeSetupError("--parent-admin needs its secret: set TIANGONG_ID_PARENT_SECRET")
+    identity = auth.AdminIdentity(options.parent_admin, secret=options.parent_secret)
+    client = HandleClient(identity=identity)
+    own_admin = ValueReference(prefix_handle(options.prefix), ADMIN_KEY_INDEX)
+    values = (
+        site_value(running.node.site, type_=HS_SITE),
+        admin_values(own_admin, ALL_ADMIN_PERMISSIONS),
+    )
+    body = ValuesRequest(prefix_handle(options.prefix), values)
+    failures: list[str] = []
+    for parent in options.parents:
+        request = client.message(OpCode.CREATE_HANDLE, body, flags=OpFlag.OVRW)
+        try:
+            answer = await client.send(ServerAddress(parent.host, parent.port, "tcp"), request)
+        except (TimeoutError, OSError) as exc:
+            failures.append(f"{parent}: {exc or type(exc).__name__}")
+            continue
+        if answer.header.response is ResponseCode.SUCCESS:
+            log.info("registered prefix %s at %s", options.prefix, parent)
+            return
+        failures.append(f"{parent}: {error_text(answer)}")
+    raise NodeSetupError(
+        f"could not register prefix {options.prefix} at the parent ({'; '.join(failures)});"
+        " check --parent, --parent-admin and TIANGONG_ID_PARENT_SECRET"
+    )
