@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tiangong.identity.client import ServerAddress
-from tiangong.identity.handle.values import ValueReference
+from tiangong.identity.handle.values import HandleValue, ValueReference
 from tiangong.identity.node.service import NodeRole
 
 id_app = typer.Typer(
@@ -93,6 +93,15 @@ def idnode_command(
             f" its secret comes from {PARENT_SECRET_ENV}."
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes sharing the port (SO_REUSEPORT), e.g. one per core.",
+        ),
+    ] = 1,
+    worker: Annotated[bool, typer.Option(hidden=True)] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False,
 ) -> None:
     """Run an identifier node (Handle protocol over UDP+TCP, REST over HTTP).
@@ -123,7 +132,11 @@ def idnode_command(
         parent_admin=_reference(parent_admin) if parent_admin else None,
         parent_secret=os.environ.get(PARENT_SECRET_ENV, "").encode() or None,
         advertise=advertise,
+        workers=workers,
+        worker=worker,
     )
+    if workers > 1 and port == 0:
+        raise typer.BadParameter("--workers needs a fixed --port (workers share it)")
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -134,7 +147,11 @@ def idnode_command(
             where = f"{running.address} (udp+tcp)"
             if running.server.http_port:
                 where += f", http://{options.host}:{running.server.http_port}/api/handles/"
-            console.print(f"[bold]{role.value}[/bold] node {prefix or ''} on {where}")
+            if worker:
+                await stop.wait()
+                return
+            note = f", {workers} workers" if workers > 1 else ""
+            console.print(f"[bold]{role.value}[/bold] node {prefix or ''} on {where}{note}")
             if running.admin is not None:
                 console.print(f"administrator: {running.admin}")
             await stop.wait()
@@ -189,15 +206,23 @@ def resolve_command(
         for column in ("index", "type", "data", "ttl"):
             table.add_column(column)
         for value in sorted(body.values, key=lambda v: v.index):
-            table.add_row(str(value.index), value.type, _show(value.data), str(value.ttl))
+            table.add_row(str(value.index), value.type, _show(value), str(value.ttl))
         console.print(table)
 
     run(go())
 
 
-def _show(data: bytes) -> str:
+def _show(value: HandleValue) -> str:
+    """A value's data as people read it: text, or the REST JSON form of structured types."""
+    from tiangong.identity.errors import CodecError  # noqa: PLC0415
+    from tiangong.identity.handle.json_format import value_to_json  # noqa: PLC0415
+
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.hex()
-    return text if text.isprintable() else data.hex()
+        data = value_to_json(value)["data"]
+    except CodecError:
+        return value.data.hex()
+    if isinstance(data, dict) and data.get("format") == "string":
+        return str(data.get("value", ""))
+    if isinstance(data, dict) and data.get("format") in ("base64", "hex"):
+        return value.data.hex()
+    return orjson.dumps(data.get("value") if isinstance(data, dict) else data).decode()

@@ -154,7 +154,17 @@ class Resolver:
         indexes: tuple[int, ...],
         types: tuple[str, ...],
     ) -> HandleRecord:
+        visited: set[tuple[ServerAddress, ...]] = set()
         for _hop in range(MAX_RECURSION):
+            key = tuple(servers)
+            if key in visited:
+                # Referred back to servers already asked for this handle: nodes disagree on
+                # who holds the prefix, and following them would go round for ever.
+                raise ResolutionError(
+                    f"{handle!r}: referral loop back to {servers[0]}",
+                    ResponseCode.RECURSION_COUNT_TOO_HIGH,
+                )
+            visited.add(key)
             answer = await self._first_answer(servers, handle, indexes, types)
             code = answer.header.response
             self.stats.by_code[int(code)] = self.stats.by_code.get(int(code), 0) + 1

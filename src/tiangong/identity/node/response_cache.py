@@ -120,3 +120,5 @@ class ResponseCache:
             if counter != seen:
                 seen = counter
                 self.clear()
+                # Another worker may have homed or unhomed a prefix.
+                await self._node.refresh_homed()

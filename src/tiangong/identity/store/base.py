@@ -185,27 +185,41 @@ class HandleStore(abc.ABC):
 
     # -- writes ------------------------------------------------------------------------------
 
+    # Every write is one ``_write`` of the backend: one transaction that reads the stored
+    # record, asks ``plan_write`` what to do (the same decisions on every backend) and applies it.
+
     @abc.abstractmethod
+    async def _write(
+        self,
+        kind: WriteKind,
+        handle: str,
+        values: Sequence[HandleValue] = (),
+        indexes: Iterable[int] = (),
+    ) -> RecordChange:
+        """Apply one planned write atomically and return what changed."""
+
     async def create(self, handle: str, values: Sequence[HandleValue]) -> None:
         """Create ``handle`` with ``values``.
 
         Raises:
             HandleExistsError: the handle exists.
         """
+        check_values(values)
+        await self._write(WriteKind.CREATE, handle, values)
 
-    @abc.abstractmethod
     async def replace(self, handle: str, values: Sequence[HandleValue]) -> bool:
         """Store ``values`` as the whole record of ``handle``; returns True if it was created."""
+        check_values(values)
+        return (await self._write(WriteKind.REPLACE, handle, values)).created
 
-    @abc.abstractmethod
     async def delete(self, handle: str) -> None:
         """Delete ``handle`` and all its values.
 
         Raises:
             HandleNotFoundError: the handle does not exist.
         """
+        await self._write(WriteKind.DELETE, handle)
 
-    @abc.abstractmethod
     async def add_values(self, handle: str, values: Sequence[HandleValue]) -> None:
         """Add values at indexes the handle does not have yet.
 
@@ -213,8 +227,9 @@ class HandleStore(abc.ABC):
             HandleNotFoundError: the handle does not exist.
             ValueExistsError: one of the indexes exists (nothing is added).
         """
+        check_values(values, allow_empty=True)
+        await self._write(WriteKind.ADD, handle, values)
 
-    @abc.abstractmethod
     async def modify_values(self, handle: str, values: Sequence[HandleValue]) -> None:
         """Replace existing values, matched by index.
 
@@ -222,8 +237,9 @@ class HandleStore(abc.ABC):
             HandleNotFoundError: the handle does not exist.
             ValueNotFoundError: one of the indexes is absent (nothing is changed).
         """
+        check_values(values, allow_empty=True)
+        await self._write(WriteKind.MODIFY, handle, values)
 
-    @abc.abstractmethod
     async def put_values(self, handle: str, values: Sequence[HandleValue]) -> bool:
         """Add or replace the values at their indexes, creating the handle if it is absent.
 
@@ -232,8 +248,9 @@ class HandleStore(abc.ABC):
         Returns:
             True if the handle was created.
         """
+        check_values(values)
+        return (await self._write(WriteKind.PUT, handle, values)).created
 
-    @abc.abstractmethod
     async def remove_values(self, handle: str, indexes: Iterable[int]) -> None:
         """Remove the values at ``indexes``; removing every value deletes the handle.
 
@@ -241,6 +258,7 @@ class HandleStore(abc.ABC):
             HandleNotFoundError: the handle does not exist.
             ValueNotFoundError: one of the indexes is absent (nothing is removed).
         """
+        await self._write(WriteKind.REMOVE, handle, (), indexes)
 
     @abc.abstractmethod
     async def bulk_load(

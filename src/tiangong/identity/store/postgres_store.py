@@ -337,39 +337,6 @@ class PostgresHandleStore(HandleStore):
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def create(self, handle: str, values: Sequence[HandleValue]) -> None:
-        """Create ``handle``; HandleExistsError if it exists."""
-        check_values(values)
-        await self._write(WriteKind.CREATE, handle, values)
-
-    async def replace(self, handle: str, values: Sequence[HandleValue]) -> bool:
-        """Store the whole record; True if created."""
-        check_values(values)
-        return (await self._write(WriteKind.REPLACE, handle, values)).created
-
-    async def delete(self, handle: str) -> None:
-        """Delete ``handle``; HandleNotFoundError if absent."""
-        await self._write(WriteKind.DELETE, handle)
-
-    async def add_values(self, handle: str, values: Sequence[HandleValue]) -> None:
-        """Add values at new indexes."""
-        check_values(values, allow_empty=True)
-        await self._write(WriteKind.ADD, handle, values)
-
-    async def modify_values(self, handle: str, values: Sequence[HandleValue]) -> None:
-        """Replace existing values by index."""
-        check_values(values, allow_empty=True)
-        await self._write(WriteKind.MODIFY, handle, values)
-
-    async def put_values(self, handle: str, values: Sequence[HandleValue]) -> bool:
-        """Add or replace values; True if the handle was created."""
-        check_values(values)
-        return (await self._write(WriteKind.PUT, handle, values)).created
-
-    async def remove_values(self, handle: str, indexes: Iterable[int]) -> None:
-        """Remove values by index."""
-        await self._write(WriteKind.REMOVE, handle, (), indexes)
-
     async def bulk_load(
         self,
         records: Iterable[HandleRecord],
