@@ -68,6 +68,10 @@ async def test_up_runs_stops_and_restarts_with_its_data(tmp_path: Path) -> None:
         str(mqtt),
         "--devices",
         "8",
+        "--id-port",
+        "0",
+        "--id-http-port",
+        "0",
     ]
     process = await asyncio.create_subprocess_exec(
         *TIANGONG,

@@ -125,6 +125,24 @@ def up(
     ] = 5020,
     opcua_port: Annotated[int, typer.Option(help="The simulated plant's OPC UA port.")] = 4840,
     devices: Annotated[int, typer.Option(min=1, max=5000, help="Simulated devices.")] = 50,
+    id_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65530,
+            help="Identifier resolver port (UDP+TCP); the root, secondary, factory and supplier"
+            " nodes take the next four. 0: free ports.",
+        ),
+    ] = 2650,
+    id_http_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="The resolver's REST API port (0: a free one).")
+    ] = 8650,
+    identifiers: Annotated[
+        bool, typer.Option(help="Run the identifier nodes and publish identifiers.")
+    ] = True,
+    batch_interval: Annotated[
+        float, typer.Option(min=1.0, help="Seconds between product batches of each line.")
+    ] = 60.0,
     duration: Annotated[
         float | None,
         typer.Option(help="Run this many seconds, then stop cleanly (default: until Ctrl-C)."),
@@ -135,6 +153,9 @@ def up(
 
     The plant speaks Modbus TCP and OPC UA; one edge gateway per site reads it and forwards to
     the embedded MQTT broker, where the platform stores the data and serves the dashboard.
+    Identifier nodes (a root 88, a secondary 88.100, the factory 88.100.1 and a supplier
+    88.100.2) and a resolver run beside it: every device, and every batch the lines make, gets
+    an identifier (try `tiangong id resolve` and `tiangong id trace` as the banner shows).
 
     On first start an admin token is generated, written to DATA_DIR/admin-token (mode 0600)
     and printed with the dashboard URL. A restart with the same --data-dir keeps all data.
@@ -151,6 +172,9 @@ def up(
         opcua_port=opcua_port,
         devices=devices,
         duration=duration,
+        id_port=id_port if identifiers else None,
+        id_http_port=id_http_port,
+        batch_interval=batch_interval,
     )
     run(run_local_stack(stack, console))
 

@@ -14,13 +14,26 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tiangong.identity.client import ServerAddress
+from tiangong.identity.client import HandleClient, ServerAddress
+from tiangong.identity.handle.messages import (
+    Body,
+    HandleRequest,
+    ListResponse,
+    Message,
+    RemoveValuesRequest,
+    ValuesRequest,
+)
+from tiangong.identity.handle.protocol import OpCode, OpFlag, ResponseCode
 from tiangong.identity.handle.values import HandleValue, ValueReference
 from tiangong.identity.node.service import NodeRole
+from tiangong.identity.trace import trace_command
+from tiangong.identity.trust_cli import trust_app
 
 id_app = typer.Typer(
     help="Identifiers (标识解析): resolve, register, trace across nodes.", no_args_is_help=True
 )
+id_app.command("trace")(trace_command)
+id_app.add_typer(trust_app, name="trust")
 console = Console()
 err = Console(stderr=True)
 
@@ -93,6 +106,13 @@ def idnode_command(
             f" its secret comes from {PARENT_SECRET_ENV}."
         ),
     ] = None,
+    trust_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trust directory (tiangong id trust keygen/install): sign every record written"
+            " here and publish this node's certificate."
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -132,6 +152,7 @@ def idnode_command(
         parent_admin=_reference(parent_admin) if parent_admin else None,
         parent_secret=os.environ.get(PARENT_SECRET_ENV, "").encode() or None,
         advertise=advertise,
+        trust_dir=trust_dir,
         workers=workers,
         worker=worker,
     )
@@ -177,10 +198,24 @@ def resolve_command(
     ] = None,
     tcp: Annotated[bool, typer.Option(help="Use TCP instead of UDP.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print Handle REST JSON.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(help="Check the record's signature and certificate chain up to --trust-root."),
+    ] = False,
+    trust_root: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TIANGONG_ID_TRUST_ROOT", help="index:handle of the trust root, e.g. 300:88/0.0."
+        ),
+    ] = None,
+    trust_key: Annotated[
+        Path | None,
+        typer.Option(envvar="TIANGONG_ID_TRUST_KEY", help="The trust root's public key file."),
+    ] = None,
 ) -> None:
-    """Resolve an identifier and print its values."""
+    """Resolve an identifier and print its values (with --verify, whether they are authentic)."""
     from tiangong.cli import run  # noqa: PLC0415
-    from tiangong.identity.client import HandleClient, error_text  # noqa: PLC0415
+    from tiangong.identity.client import error_text  # noqa: PLC0415
     from tiangong.identity.handle.json_format import record_to_json  # noqa: PLC0415
     from tiangong.identity.handle.messages import ResolutionResponse  # noqa: PLC0415
 
@@ -188,7 +223,13 @@ def resolve_command(
     if tcp:
         address = ServerAddress(address.host, address.port, "tcp")
 
+    if verify and (trust_root is None or trust_key is None):
+        raise typer.BadParameter("--verify needs --trust-root and --trust-key")
+
     async def go() -> None:
+        if verify:
+            await _verify(address, handle, _reference(trust_root or ""), trust_key, as_json)
+            return
         answer = await HandleClient().resolve(
             address, handle, indexes=tuple(index or ()), types=tuple(type_ or ())
         )
@@ -212,6 +253,27 @@ def resolve_command(
     run(go())
 
 
+async def _verify(
+    server: ServerAddress, handle: str, root: ValueReference, key_file: Path | None, as_json: bool
+) -> None:
+    from tiangong.identity.resolver import Resolver  # noqa: PLC0415
+    from tiangong.identity.signing import read_public_key_file, verify_resolved  # noqa: PLC0415
+    from tiangong.identity.trust_cli import print_report, verification_json  # noqa: PLC0415
+
+    assert key_file is not None
+    resolver = Resolver([server])
+    record = await resolver.resolve(handle)
+    result = await verify_resolved(
+        resolver, record, trust_root=root, trust_root_key_data=read_public_key_file(key_file)
+    )
+    if as_json:
+        console.print_json(orjson.dumps(verification_json(handle, result)).decode())
+    else:
+        print_report(handle, result, out=console)
+    if not result.valid:
+        raise typer.Exit(1)
+
+
 def _show(value: HandleValue) -> str:
     """A value's data as people read it: text, or the REST JSON form of structured types."""
     from tiangong.identity.errors import CodecError  # noqa: PLC0415
@@ -226,3 +288,149 @@ def _show(value: HandleValue) -> str:
     if isinstance(data, dict) and data.get("format") in ("base64", "hex"):
         return value.data.hex()
     return orjson.dumps(data.get("value") if isinstance(data, dict) else data).decode()
+
+
+SECRET_ENV = "TIANGONG_ID_SECRET"  # noqa: S105 - the name of a variable, not a secret
+
+
+def _admin_client(admin: str) -> HandleClient:
+    from tiangong.identity.auth import AdminIdentity  # noqa: PLC0415
+
+    secret = os.environ.get(SECRET_ENV, "")
+    if not secret:
+        err.print(
+            f"[bold red]error:[/bold red] set {SECRET_ENV} to the secret of {admin}"
+            " (the --admin-secret of its node for 300:0.NA/<prefix>)"
+        )
+        raise typer.Exit(2)
+    return HandleClient(identity=AdminIdentity(_reference(admin), secret=secret.encode()))
+
+
+def _parse_value(text: str) -> HandleValue:
+    """``INDEX:TYPE=DATA``, e.g. ``1:URL=https://plant.example/pumps/42``."""
+    index_text, sep, rest = text.partition(":")
+    type_, eq, data = rest.partition("=")
+    if not sep or not eq or not index_text.isdigit() or not type_:
+        raise typer.BadParameter(
+            f"{text!r}: expected INDEX:TYPE=DATA, e.g. 1:URL=https://plant.example/pumps/42"
+        )
+    return HandleValue(index=int(index_text), type=type_, data=data.encode())
+
+
+async def _admin_request(
+    client: HandleClient, server: str, op: OpCode, body: Body, flags: OpFlag = OpFlag.NONE
+) -> Message:
+    from tiangong.identity.client import error_text  # noqa: PLC0415
+
+    address = _address(server)
+    answer = await client.send(
+        ServerAddress(address.host, address.port, "tcp"), client.message(op, body, flags=flags)
+    )
+    if answer.header.response is not ResponseCode.SUCCESS:
+        err.print(f"[bold red]error:[/bold red] {error_text(answer)}")
+        raise typer.Exit(1)
+    return answer
+
+
+ServerOption = Annotated[
+    str, typer.Option(help="host:port of the node that holds the prefix (its binary port).")
+]
+AdminOption = Annotated[
+    str,
+    typer.Option(
+        help=f"index:handle to authenticate as, e.g. 300:0.NA/88.100.1; secret from {SECRET_ENV}."
+    ),
+]
+
+
+@id_app.command("put")
+def put_command(
+    handle: Annotated[str, typer.Argument(help="The identifier to write.")],
+    value: Annotated[
+        list[str],
+        typer.Option(help="INDEX:TYPE=DATA, repeatable, e.g. 1:URL=https://plant/p42."),
+    ],
+    server: ServerOption = "127.0.0.1:2641",
+    admin: AdminOption = "",
+    replace: Annotated[
+        bool, typer.Option(help="Replace the whole record instead of adding/changing values.")
+    ] = False,
+) -> None:
+    """Create an identifier, or add/change values of an existing one."""
+    from tiangong.cli import run  # noqa: PLC0415
+
+    values = tuple(_parse_value(v) for v in value)
+    client = _admin_client(admin or _default_admin(handle))
+
+    async def go() -> None:
+        answer = await HandleClient().resolve(_address(server), handle)
+        exists = answer.header.response is ResponseCode.SUCCESS
+        if exists and not replace:
+            await _admin_request(
+                client, server, OpCode.ADD_VALUE, ValuesRequest(handle, values), OpFlag.OVRW
+            )
+            console.print(f"updated {handle}")
+            return
+        flags = OpFlag.OVRW if replace else OpFlag.NONE
+        await _admin_request(
+            client, server, OpCode.CREATE_HANDLE, ValuesRequest(handle, values), flags
+        )
+        console.print(f"{'replaced' if exists else 'created'} {handle}")
+
+    run(go())
+
+
+@id_app.command("delete")
+def delete_command(
+    handle: Annotated[str, typer.Argument(help="The identifier to delete (or change).")],
+    index: Annotated[
+        list[int] | None, typer.Option(help="Only remove these value indexes.")
+    ] = None,
+    server: ServerOption = "127.0.0.1:2641",
+    admin: AdminOption = "",
+) -> None:
+    """Delete an identifier, or only some of its values."""
+    from tiangong.cli import run  # noqa: PLC0415
+
+    client = _admin_client(admin or _default_admin(handle))
+
+    async def go() -> None:
+        if index:
+            body: Body = RemoveValuesRequest(handle, tuple(index))
+            await _admin_request(client, server, OpCode.REMOVE_VALUE, body)
+            console.print(f"removed {', '.join(map(str, index))} from {handle}")
+        else:
+            await _admin_request(client, server, OpCode.DELETE_HANDLE, HandleRequest(handle))
+            console.print(f"deleted {handle}")
+
+    run(go())
+
+
+@id_app.command("list")
+def list_command(
+    prefix: Annotated[str, typer.Argument(help="The prefix, e.g. 88.100.1.")],
+    server: ServerOption = "127.0.0.1:2641",
+    admin: AdminOption = "",
+) -> None:
+    """List the identifiers under a prefix (needs LIST_HANDLES; first 1000)."""
+    from tiangong.cli import run  # noqa: PLC0415
+
+    client = _admin_client(admin or f"300:0.NA/{prefix}")
+
+    async def go() -> None:
+        answer = await _admin_request(
+            client, server, OpCode.LIST_HANDLES, HandleRequest(f"0.NA/{prefix}")
+        )
+        body = answer.body
+        handles = body.handles if isinstance(body, ListResponse) else ()
+        for handle in handles:
+            console.print(handle)
+
+    run(go())
+
+
+def _default_admin(handle: str) -> str:
+    prefix = handle.split("/", 1)[0] if not handle.upper().startswith("0.NA/") else ""
+    if not prefix:
+        raise typer.BadParameter("give --admin for a prefix handle (0.NA/...)")
+    return f"300:0.NA/{prefix}"

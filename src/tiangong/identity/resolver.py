@@ -20,9 +20,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-import orjson
 
 from tiangong.identity.client import HandleClient, ServerAddress, error_text
 from tiangong.identity.errors import CodecError, ResolutionError
@@ -43,9 +40,6 @@ from tiangong.identity.handle.values import (
     split_handle,
 )
 from tiangong.identity.node.service import ANONYMOUS, Identity, NodeError, Referral
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
@@ -298,46 +292,3 @@ class ResolverNode:
             return await self.resolver.resolve(handle, indexes=indexes, types=types)
         except ResolutionError as exc:
             raise NodeError(ResponseCode(exc.response_code), str(exc)) from exc
-
-
-def create_resolver_rest_app(node: ResolverNode) -> FastAPI:
-    """``GET /api/handles/{handle}`` answered through the hierarchy (Handle.Net JSON shapes).
-
-    A resolver holds no records, so it takes no writes: PUT and DELETE get 405.
-    """
-    from fastapi import FastAPI, Request  # noqa: PLC0415
-    from fastapi.responses import Response  # noqa: PLC0415
-
-    from tiangong.identity.handle.json_format import (  # noqa: PLC0415
-        error_entity,
-        http_status,
-        record_to_json,
-    )
-
-    app = FastAPI(title="Tiangong identifier resolver", docs_url=None, redoc_url=None)
-
-    def _json(status: int, entity: dict[str, object]) -> Response:
-        return Response(orjson.dumps(entity), status_code=status, media_type="application/json")
-
-    @app.get("/api/handles/{handle:path}")
-    async def get_handle(handle: str, request: Request) -> Response:
-        indexes: list[int] = []
-        for raw in request.query_params.getlist("index"):
-            if not raw.isdigit():
-                return _json(400, error_entity(2, handle, f"index={raw!r} is not a number"))
-            indexes.append(int(raw))
-        types = [t for t in request.query_params.getlist("type") if t]
-        try:
-            record = await node.resolver.resolve(handle, indexes=indexes, types=types)
-        except ResolutionError as exc:
-            code = int(exc.response_code)
-            return _json(http_status(code, resolution=True), error_entity(code, handle, str(exc)))
-        entity = record_to_json(record)
-        entity["handle"] = handle
-        return _json(200, entity)
-
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return _json(200, {"status": "ok", "role": "resolver"})
-
-    return app

@@ -19,6 +19,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tiangong.identity import auth
 from tiangong.identity.client import HandleClient, ServerAddress, error_text
@@ -28,6 +29,7 @@ from tiangong.identity.handle.protocol import OpCode, OpFlag, ResponseCode
 from tiangong.identity.handle.values import (
     ALL_ADMIN_PERMISSIONS,
     HS_SITE,
+    HandleValue,
     Interface,
     InterfaceKind,
     ServerInfo,
@@ -40,12 +42,16 @@ from tiangong.identity.node.server import NodeServer
 from tiangong.identity.node.service import (
     ADMIN_KEY_INDEX,
     HandleNode,
+    Identity,
     NodeRole,
     admin_values,
     site_value,
 )
 from tiangong.identity.resolver import Resolver, ResolverNode
 from tiangong.identity.store import open_store
+
+if TYPE_CHECKING:
+    from tiangong.identity.signing import TrustMaterial
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,7 @@ class NodeOptions:
     parent_admin: ValueReference | None = None
     parent_secret: bytes | None = None
     advertise: str | None = None  # address other nodes reach us at (default: host)
+    trust_dir: Path | None = None  # signing key and certificate (tiangong id trust ...)
     workers: int = 1  # processes sharing the port (SO_REUSEPORT); the first one bootstraps
     worker: bool = False  # this process is an extra worker: no bootstrap, no HTTP
 
@@ -83,6 +90,7 @@ class RunningNode:
     node: HandleNode | None
     resolver: Resolver | None
     admin: ValueReference | None
+    trust: TrustMaterial | None = None
 
     @property
     def address(self) -> ServerAddress:
@@ -145,13 +153,18 @@ async def running_node(options: NodeOptions) -> AsyncIterator[RunningNode]:
             reuse_port=options.workers > 1 or options.worker,
         ) as server:
             node.site = own_site(options.advertise or options.host, server.port, options.http_port)
+            material = _trust_material(options)
+            if material is not None:
+                node.signer = material.signer()
             if options.worker:
                 await node.refresh_homed()
                 yield RunningNode(options, server, node, None, None)
                 return
             assert options.admin_secret  # checked above for every non-worker
             admin = await node.bootstrap(options.prefix, options.admin_secret)
-            running = RunningNode(options, server, node, None, admin)
+            running = RunningNode(options, server, node, None, admin, material)
+            if material is not None:
+                await _publish_trust(running, material)
             if options.parents and options.parent_admin is not None:
                 await register_at_parent(running)
             async with _extra_workers(options, server.port):
@@ -178,6 +191,8 @@ async def _extra_workers(options: NodeOptions, port: int) -> AsyncIterator[None]
         args += ["--store", options.store_url]
     if options.advertise:
         args += ["--advertise", options.advertise]
+    if options.trust_dir:
+        args += ["--trust-dir", str(options.trust_dir)]
     env = dict(os.environ)
     env.pop("TIANGONG_ID_ADMIN_SECRET", None)  # workers never write the admin key
     procs = [
@@ -198,6 +213,29 @@ async def _extra_workers(options: NodeOptions, port: int) -> AsyncIterator[None]
                 await proc.wait()
 
 
+def _trust_material(options: NodeOptions) -> TrustMaterial | None:
+    if options.trust_dir is None:
+        return None
+    from tiangong.identity.signing import TrustMaterial  # noqa: PLC0415 - cryptography is slow
+
+    return TrustMaterial.load(options.trust_dir)
+
+
+async def _publish_trust(running: RunningNode, material: TrustMaterial) -> None:
+    """Put the node's certificate on its prefix handle; a root also publishes its trust handle."""
+    assert running.node is not None
+    assert running.admin is not None
+    assert running.options.prefix is not None
+    identity = Identity(running.admin)
+    if material.is_root:
+        handle, values = material.publications()
+        await running.node.put_values(handle, values, identity=identity)
+    else:
+        await running.node.put_values(
+            prefix_handle(running.options.prefix), [material.certificate_value()], identity=identity
+        )
+
+
 async def register_at_parent(running: RunningNode) -> None:
     """Create or update ``0.NA/<prefix>`` at the parent with this node's site."""
     options = running.options
@@ -210,10 +248,14 @@ async def register_at_parent(running: RunningNode) -> None:
     identity = auth.AdminIdentity(options.parent_admin, secret=options.parent_secret)
     client = HandleClient(identity=identity)
     own_admin = ValueReference(prefix_handle(options.prefix), ADMIN_KEY_INDEX)
-    values = (
+    values: tuple[HandleValue, ...] = (
         site_value(running.node.site, type_=HS_SITE),
         admin_values(own_admin, ALL_ADMIN_PERMISSIONS),
     )
+    if running.trust is not None and not running.trust.is_root:
+        # Resolvers read the parent's copy of 0.NA/<prefix>: the certificate that chains this
+        # node's signatures to the trust root must be there (registration replaces the copy).
+        values = (*values, running.trust.certificate_value())
     body = ValuesRequest(prefix_handle(options.prefix), values)
     failures: list[str] = []
     for parent in options.parents:

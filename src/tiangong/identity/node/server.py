@@ -178,12 +178,10 @@ class NodeServer:
     async def _start_http(self) -> None:
         import uvicorn  # noqa: PLC0415
 
+        from tiangong.identity.node.resolver_rest import create_resolver_rest_app  # noqa: PLC0415
         from tiangong.identity.node.rest import create_rest_app  # noqa: PLC0415
         from tiangong.identity.node.service import HandleNode  # noqa: PLC0415
-        from tiangong.identity.resolver import (  # noqa: PLC0415
-            ResolverNode,
-            create_resolver_rest_app,
-        )
+        from tiangong.identity.resolver import ResolverNode  # noqa: PLC0415
 
         if isinstance(self.node, HandleNode):
             app = create_rest_app(self.node)

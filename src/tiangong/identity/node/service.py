@@ -14,11 +14,13 @@ ADD_HANDLE on its prefix handle; creating a prefix handle needs ADD_PREFIX on it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tiangong.identity.errors import (
     CodecError,
@@ -55,6 +57,9 @@ from tiangong.identity.handle.values import (
     validate_handle,
 )
 from tiangong.identity.store.base import HandleStore
+
+if TYPE_CHECKING:
+    from tiangong.identity.signing import RecordSigner
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +180,10 @@ class HandleNode:
         # Server administrators may do anything on the records this node holds, like the
         # server_admins of a Handle.Net server: the operator can always repair a record.
         self.server_admins: set[ValueReference] = set()
+        # With a signer every record this node writes carries an HS_SIGNATURE over its values
+        # (trusted resolution); the lock keeps a slower signature from overwriting a newer one.
+        self.signer: RecordSigner | None = None
+        self._sign_lock = asyncio.Lock()
         self._homed: tuple[str, ...] = ()
 
     # ------------------------------------------------------------ setup
@@ -231,6 +240,19 @@ class HandleNode:
     def _changed(self) -> None:
         for listener in self.listeners:
             listener()
+
+    async def _resign(self, handle: str) -> None:
+        """Sign ``handle``'s record again after a write (nothing without a signer)."""
+        if self.signer is None:
+            return
+        async with self._sign_lock:
+            record = await self.store.get(handle)
+            if record is None:
+                return
+            signature = await self.signer.signature_for(
+                record.handle, record.values, now=int(self.clock())
+            )
+            await self.store.put_values(record.handle, [signature])
 
     # ------------------------------------------------------------ responsibility
 
@@ -484,11 +506,13 @@ class HandleNode:
         if existing is None:
             try:
                 await self.store.create(handle, values)
+                await self._resign(handle)
                 self._changed()
             except HandleExistsError as exc:
                 raise NodeError(ResponseCode.HANDLE_ALREADY_EXISTS, str(exc)) from exc
             return True
         await self.store.replace(handle, values)
+        await self._resign(handle)
         self._changed()
         return False
 
@@ -512,6 +536,7 @@ class HandleNode:
         self.stats.writes += 1
         try:
             await self.store.add_values(handle, self._stamped(values))
+            await self._resign(handle)
             self._changed()
         except ValueExistsError as exc:
             raise NodeError(ResponseCode.VALUE_ALREADY_EXISTS, str(exc)) from exc
@@ -525,6 +550,7 @@ class HandleNode:
         self.stats.writes += 1
         try:
             await self.store.modify_values(handle, self._stamped(values))
+            await self._resign(handle)
             self._changed()
         except ValueNotFoundError as exc:
             raise NodeError(ResponseCode.VALUES_NOT_FOUND, str(exc)) from exc
@@ -546,6 +572,7 @@ class HandleNode:
             await self.require(identity, record, _needed(changing, add=False), f"modify {handle}")
         self.stats.writes += 1
         created = await self.store.put_values(handle, self._stamped(values))
+        await self._resign(handle)
         self._changed()
         return created
 
@@ -568,6 +595,7 @@ class HandleNode:
         self.stats.writes += 1
         try:
             await self.store.remove_values(handle, [v.index for v in removing])
+            await self._resign(handle)
             self._changed()
         except ValueNotFoundError as exc:
             raise NodeError(ResponseCode.VALUES_NOT_FOUND, str(exc)) from exc
