@@ -119,7 +119,8 @@ class HandleValue:
     @property
     def public_read(self) -> bool:
         """Whether anyone may read this value."""
-        return bool(self.permissions & Permission.PUBLIC_READ)
+        # int.__and__: IntFlag's own operator is Python code, and this runs per value served.
+        return bool(int.__and__(self.permissions, 0x02))
 
     def type_matches(self, wanted: str) -> bool:
         """Whether this value passes the type filter ``wanted`` (case-insensitive).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Hashable
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,13 +20,14 @@ from types import TracebackType
 from tiangong.identity.errors import CodecError
 from tiangong.identity.handle import codec
 from tiangong.identity.handle.messages import Message
-from tiangong.identity.handle.protocol import ENVELOPE_SIZE, MAX_UDP_PACKET, ResponseCode
+from tiangong.identity.handle.protocol import ENVELOPE_SIZE, MAX_UDP_PACKET, OpCode, ResponseCode
 from tiangong.identity.node.dispatch import Answerer, Dispatcher
 from tiangong.identity.node.response_cache import ResponseCache
 
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 4096
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 TCP_IDLE_TIMEOUT = 60.0
 MAX_TCP_CONNECTIONS = 1024
 
@@ -77,6 +79,18 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             if reply is not None and self.transport is not None:
                 self.transport.sendto(reply, addr)
             return
+        if message.header.op is OpCode.RESOLUTION:
+            # A miss on the embedded store: answered here and now, no task per request.
+            try:
+                immediate = server.dispatcher.answer_now(message, raw[ENVELOPE_SIZE:])
+            except Exception:  # a bug must not take the listener down with it
+                log.exception("UDP request from %s failed", addr)
+                return
+            if immediate is not None:
+                sent = self._send(immediate, addr)
+                if sent is not None:
+                    server.responses.remember(raw, message, immediate, sent)
+                return
         if server.in_flight >= server.max_in_flight:
             server.stats.busy += 1
             self._send(
@@ -166,6 +180,12 @@ class NodeServer:
             reuse_port=self.reuse_port or None,
         )
         self._udp = udp
+        sock = udp.get_extra_info("socket")
+        if sock is not None:
+            # Bursts of small datagrams overflow the default receive buffer (~200 KiB) and are
+            # lost before we read them; a few MiB absorbs a burst (the kernel caps it at rmem_max).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
         self._watch = asyncio.create_task(self.responses.watch())
         if self.http_port is not None:
             await self._start_http()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -268,15 +268,20 @@ class HandleNode:
             return prefix_from_prefix_handle(handle)
         return split_handle(handle)[0]
 
-    async def _delegation(self, prefix: str, *, include_self: bool) -> Referral | None:
-        """A prefix handle held here that delegates ``prefix`` (or a parent) to another site."""
+    def _delegation(
+        self, prefix: str, *, include_self: bool
+    ) -> Generator[str, HandleRecord | None, Referral | None]:
+        """A prefix handle held here that delegates ``prefix`` (or a parent) to another site.
+
+        A generator of the handles it needs read (see ``_locate_steps``).
+        """
         candidates = parent_prefixes(prefix)
         if not include_self:
             candidates = candidates[1:]
         for candidate in candidates:
             if self.homed_for(candidate):
                 return None  # we are the authority from here down
-            record = await self.store.get(prefix_handle(candidate))
+            record = yield prefix_handle(candidate)
             if record is None:
                 continue
             sites = tuple(v for v in record.values if v.type_matches(HS_SITE))
@@ -294,7 +299,9 @@ class HandleNode:
     def _homed_above(self, prefix: str) -> bool:
         return any(self.homed_for(p) for p in parent_prefixes(prefix))
 
-    async def _locate(self, handle: str) -> tuple[HandleRecord | None, Referral | None]:
+    def _locate_steps(
+        self, handle: str
+    ) -> Generator[str, HandleRecord | None, tuple[HandleRecord | None, Referral | None]]:
         """The record of ``handle`` if this node answers for it, or a referral.
 
         A prefix handle ``0.NA/X`` is answered wherever it is held: by the node homed for X (its
@@ -302,17 +309,21 @@ class HandleNode:
         normal handle ``P/S`` only by the node homed for P. Otherwise a delegation held here for
         P or a parent of it gives a prefix referral; a node homed above P says "not found";
         anything else is not this node's business (301).
+
+        Written as a generator that yields each handle it needs read and receives its record,
+        so the same rules run over an awaited read (``_locate``) and, on the UDP hot path, over
+        an immediate one (``resolve_now``).
         """
         prefix = self._responsible_prefix(handle)
         if is_prefix_handle(handle):
-            record = await self.store.get(handle)
+            record = yield handle
             if record is not None:
                 return record, None
-            referral = await self._delegation(prefix, include_self=False)
+            referral = yield from self._delegation(prefix, include_self=False)
         elif self.homed_for(prefix):
-            return await self.store.get(handle), None
+            return (yield handle), None
         else:
-            referral = await self._delegation(prefix, include_self=True)
+            referral = yield from self._delegation(prefix, include_self=True)
         if referral is not None:
             return None, referral
         if self._homed_above(prefix):
@@ -320,6 +331,26 @@ class HandleNode:
         raise NodeError(
             ResponseCode.SERVER_NOT_RESPONSIBLE, f"this node is not responsible for {handle!r}"
         )
+
+    async def _locate(self, handle: str) -> tuple[HandleRecord | None, Referral | None]:
+        steps = self._locate_steps(handle)
+        try:
+            wanted = next(steps)
+            while True:
+                wanted = steps.send(await self.store.get(wanted))
+        except StopIteration as done:
+            located: tuple[HandleRecord | None, Referral | None] = done.value
+            return located
+
+    def _locate_now(self, handle: str) -> tuple[HandleRecord | None, Referral | None]:
+        steps = self._locate_steps(handle)
+        try:
+            wanted = next(steps)
+            while True:
+                wanted = steps.send(self.store.get_now(wanted))
+        except StopIteration as done:
+            located: tuple[HandleRecord | None, Referral | None] = done.value
+            return located
 
     # ------------------------------------------------------------ resolution
 
@@ -340,17 +371,49 @@ class HandleNode:
         self.stats.resolutions += 1
         handle = self._valid(handle)
         record, referral = await self._locate(handle)
-        if referral is not None:
-            self.stats.referrals += 1
-            return referral
-        if record is None:
-            self.stats.not_found += 1
-            raise NodeError(ResponseCode.HANDLE_NOT_FOUND, f"handle {handle!r} not found")
+        if referral is not None or record is None:
+            return self._not_here(handle, referral)
         allowed_private = (
             not public_only
             and identity.authenticated
             and await self.authorized(identity, record, AdminPermission.READ_VALUE)
         )
+        return self._filtered(record, indexes, types, allowed_private=allowed_private)
+
+    def resolve_now(
+        self, handle: str, *, indexes: Sequence[int] = (), types: Sequence[str] = ()
+    ) -> HandleRecord | Referral:
+        """``resolve`` for an anonymous client, answered at once.
+
+        For stores that read without waiting (the embedded one): the UDP hot path answers a
+        cache miss without scheduling a task per request.
+
+        Raises:
+            WouldBlock: the store cannot answer at once; use ``resolve``.
+            NodeError: as ``resolve``.
+        """
+        self.stats.resolutions += 1
+        handle = self._valid(handle)
+        record, referral = self._locate_now(handle)
+        if referral is not None or record is None:
+            return self._not_here(handle, referral)
+        return self._filtered(record, indexes, types, allowed_private=False)
+
+    def _not_here(self, handle: str, referral: Referral | None) -> Referral:
+        if referral is not None:
+            self.stats.referrals += 1
+            return referral
+        self.stats.not_found += 1
+        raise NodeError(ResponseCode.HANDLE_NOT_FOUND, f"handle {handle!r} not found")
+
+    @staticmethod
+    def _filtered(
+        record: HandleRecord,
+        indexes: Sequence[int],
+        types: Sequence[str],
+        *,
+        allowed_private: bool,
+    ) -> HandleRecord:
         values = [
             v
             for v in record.values
@@ -363,7 +426,9 @@ class HandleNode:
             )
         ]
         if not values and (indexes or types or record.values):
-            raise NodeError(ResponseCode.VALUES_NOT_FOUND, f"no matching values in {handle!r}")
+            raise NodeError(
+                ResponseCode.VALUES_NOT_FOUND, f"no matching values in {record.handle!r}"
+            )
         return HandleRecord(handle=record.handle, values=tuple(values))
 
     # ------------------------------------------------------------ authorization

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tiangong.identity.store.base import HandleStore
+from tiangong.identity.store.base import HandleStore, WouldBlock
 from tiangong.identity.store.postgres_store import PostgresHandleStore
 from tiangong.identity.store.sqlite_store import SqliteHandleStore
 
-__all__ = ["HandleStore", "PostgresHandleStore", "SqliteHandleStore", "open_store"]
+__all__ = ["HandleStore", "PostgresHandleStore", "SqliteHandleStore", "WouldBlock", "open_store"]
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 

@@ -114,6 +114,10 @@ _INDEX_MAX: Final = 2**31 - 1
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
+class WouldBlock(HandleStoreError):  # noqa: N818 - names the condition, as BlockingIOError does
+    """A synchronous read (``get_now``) that would have to wait; use the async ``get``."""
+
+
 class HandleStore(abc.ABC):
     """Where a node keeps its handle records and the prefixes homed on it.
 
@@ -151,6 +155,16 @@ class HandleStore(abc.ABC):
     @abc.abstractmethod
     async def get(self, handle: str) -> HandleRecord | None:
         """The record of ``handle`` with its values sorted by index, or None if it is absent."""
+
+    def get_now(self, handle: str) -> HandleRecord | None:
+        """``get`` answered at once, for stores whose reads never wait (the embedded one).
+
+        A node answers cache misses with it without scheduling a task per request.
+
+        Raises:
+            WouldBlock: this store cannot answer without waiting; use ``get``.
+        """
+        raise WouldBlock(f"the {self.name} store reads {handle!r} asynchronously")
 
     @abc.abstractmethod
     async def get_many(self, handles: Sequence[str]) -> list[HandleRecord | None]:

@@ -53,6 +53,7 @@ from tiangong.identity.store.base import (
     RecordChange,
     Row,
     StoredHandle,
+    WouldBlock,
     WriteKind,
     check_handle,
     check_values,
@@ -316,6 +317,24 @@ class SqliteHandleStore(HandleStore):
         """The record of ``handle``, values sorted by index."""
         key = handle_key(handle)
         return await self._read(lambda c: record_from_rows(_fetch_record(c, key)))
+
+    def get_now(self, handle: str) -> HandleRecord | None:
+        """``get`` without awaiting: the read runs on the caller's thread at once.
+
+        Raises:
+            WouldBlock: the database is busy (WAL recovery); use ``get`` instead.
+        """
+        conn = self._reader
+        if conn is None:
+            raise HandleStoreError("the handle store is not open")
+        try:
+            return record_from_rows(_fetch_record(conn, handle_key(handle)))
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in {_SQLITE_BUSY, _SQLITE_LOCKED}:
+                raise WouldBlock(str(exc)) from exc
+            raise HandleStoreError(f"SQLite failed on {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise HandleStoreError(f"SQLite failed on {self.path}: {exc}") from exc
 
     async def get_many(self, handles: Sequence[str]) -> list[HandleRecord | None]:
         """The records of ``handles`` in order."""
