@@ -427,6 +427,16 @@ class AlarmService:
             rows = (await conn.execute(query)).all()
         return {str(s): int(n) for s, n in rows}
 
+    async def raised_between(self, tenant_id: str, start: datetime, end: datetime) -> int:
+        """How many alarms of ``tenant_id`` were raised in ``[start, end)`` (for indicators)."""
+        query = sa.select(sa.func.count()).where(
+            alarms.c.tenant_id == tenant_id,
+            alarms.c.raised_at >= start,
+            alarms.c.raised_at < end,
+        )
+        async with self.db.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
     async def _refresh_gauges(self) -> None:
         counts = await self.open_counts(None)
         for severity in Severity:
