@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from tiangong import __version__
+from tiangong.data.cli import datacenter_command, datakeys_app
 from tiangong.edge.cli import edge_app
 from tiangong.identity.cli import id_app, idnode_command
 
@@ -32,6 +33,8 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(edge_app, name="edge")
 app.add_typer(id_app, name="id")
 app.command("idnode")(idnode_command)
+app.command("datacenter")(datacenter_command)
+app.add_typer(datakeys_app, name="datakeys")
 
 console = Console()
 err = Console(stderr=True)
@@ -67,6 +70,7 @@ def logging_setup(verbose: bool) -> None:
 
 def run(coro: object) -> None:
     """Run a command's coroutine; a Tiangong error is printed with its reason (exit 1)."""
+    from tiangong.data.errors import DataError  # noqa: PLC0415
     from tiangong.edge.errors import EdgeError  # noqa: PLC0415 - keep --help fast
     from tiangong.identity.errors import IdentityError  # noqa: PLC0415
     from tiangong.network.errors import NetworkError  # noqa: PLC0415
@@ -80,7 +84,7 @@ def run(coro: object) -> None:
             uvloop.run(coro)  # type: ignore[arg-type]
         except ImportError:  # pragma: no cover - Windows
             asyncio.run(coro)  # type: ignore[arg-type]
-    except (PlatformError, NetworkError, EdgeError, SimError, IdentityError) as exc:
+    except (PlatformError, NetworkError, EdgeError, SimError, IdentityError, DataError) as exc:
         err.print(f"[bold red]error:[/bold red] {exc}")
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
@@ -88,7 +92,7 @@ def run(coro: object) -> None:
     except BaseExceptionGroup as group:
         # A service's task failed on start (a taken port...): say why, not a traceback.
         known, _rest = group.split(
-            (PlatformError, NetworkError, EdgeError, SimError, IdentityError)
+            (PlatformError, NetworkError, EdgeError, SimError, IdentityError, DataError)
         )
         if known is None:
             raise
