@@ -162,7 +162,11 @@ class Dispatcher:
                 f"the answer for {body.user_index}:{body.user} does not verify",
                 b"",
             )
-        return await self._perform(original, identity, b"")
+        try:
+            return await self._perform(original, identity, b"")
+        except NodeError as exc:
+            # The answer to the original request, not to the challenge answer.
+            return self.error(original, exc.code, exc.message, b"")
 
     async def _verify(self, answer: ChallengeAnswer, pending: _Pending) -> Identity | None:
         assert self.writable is not None
