@@ -26,9 +26,12 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from sqlalchemy.exc import SQLAlchemyError
+
+if TYPE_CHECKING:
+    from tiangong.data.store import AnalyticsStore
 
 from tiangong.network.access import Channel, DeviceTopic
 from tiangong.network.broker import EmbeddedBroker
@@ -113,6 +116,8 @@ class Platform:
         self.broker: EmbeddedBroker | None = None
         self.admin_token = ""
         self.admin_token_generated = False
+        # A data center's analytics store served by the data API (set by whoever runs one).
+        self.data_store: AnalyticsStore | None = None
         self.http_port: int | None = None
         self.mqtt: MqttClient | None = None
         self.started_at = datetime.now(UTC)

@@ -17,6 +17,9 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from tiangong import __version__
+from tiangong.data.api import create_data_router
+from tiangong.data.catalog import standard_catalog
+from tiangong.data.store import AnalyticsStore
 from tiangong.platform.api.routes import (
     alarms,
     devices,
@@ -94,6 +97,15 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     app.add_exception_handler(PlatformError, _platform_error)
     for module in (system, tenants, sites, thing_models, devices, alarms, rules, tokens, records):
         app.include_router(module.router)
+
+    def data_store() -> AnalyticsStore | None:
+        running = getattr(app.state, "platform", None)
+        return None if running is None else running.data_store
+
+    # The data center views read the store of a data center run beside the platform (the
+    # national center in `tiangong up`); without one they answer 503. Before the dashboard's
+    # mount at "/", which would answer every path.
+    app.include_router(create_data_router(data_store, standard_catalog()))
     static = resources.files("tiangong.platform") / "dashboard"
     app.mount("/", StaticFiles(directory=str(static), html=True), name="dashboard")
     return app

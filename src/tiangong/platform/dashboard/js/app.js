@@ -18,6 +18,8 @@ const routes = [
   { nav: "alarms", match: (p) => (p.length === 1 && p[0] === "alarms" ? {} : null), load: () => import("./pages/alarms.js") },
   { nav: "sites", match: (p) => (p.length === 1 && p[0] === "sites" ? {} : null), load: () => import("./pages/sites.js") },
   { nav: "sites", match: (p) => (p.length === 2 && p[0] === "sites" ? { id: p[1] } : null), load: () => import("./pages/site.js") },
+  { nav: "national", match: (p) => (p.length === 1 && p[0] === "national" ? {} : null), load: () => import("./pages/national.js") },
+  { nav: "energy", match: (p) => (p.length === 1 && p[0] === "energy" ? {} : null), load: () => import("./pages/energy.js") },
 ];
 
 const LOGO = html`<svg viewBox="0 0 32 32" aria-hidden="true"><path d="M8 10h16M10 16h12M16 10v14M10 24l6-8 6 8"
@@ -99,6 +101,8 @@ async function start() {
         <a href="#/devices" data-nav="devices">Devices</a>
         <a href="#/alarms" data-nav="alarms">Alarms <span class="count" data-alarm-count hidden></span></a>
         <a href="#/sites" data-nav="sites">Sites</a>
+        <a href="#/national" data-nav="national">National data</a>
+        <a href="#/energy" data-nav="energy">Energy</a>
       </nav>
       <div class="header-right">
         <div class="live" data-live data-status="idle"><span class="live-dot"></span><span class="live-text">Connecting…</span></div>
