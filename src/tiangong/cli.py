@@ -147,6 +147,13 @@ def up(
     batch_interval: Annotated[
         float, typer.Option(min=1.0, help="Seconds between product batches of each line.")
     ] = 60.0,
+    datacenter: Annotated[
+        bool,
+        typer.Option(help="Run the data centers (national view from this factory and others)."),
+    ] = True,
+    datacenter_interval: Annotated[
+        float, typer.Option(min=1.0, help="Seconds between the factory's indicator reports.")
+    ] = 30.0,
     duration: Annotated[
         float | None,
         typer.Option(help="Run this many seconds, then stop cleanly (default: until Ctrl-C)."),
@@ -160,6 +167,8 @@ def up(
     Identifier nodes (a root 88, a secondary 88.100, the factory 88.100.1 and a supplier
     88.100.2) and a resolver run beside it: every device, and every batch the lines make, gets
     an identifier (try `tiangong id resolve` and `tiangong id trace` as the banner shows).
+    Regional, industry and national data centers receive the factory's indicator reports and
+    those of generated enterprises: the dashboard's National data and Energy pages.
 
     On first start an admin token is generated, written to DATA_DIR/admin-token (mode 0600)
     and printed with the dashboard URL. A restart with the same --data-dir keeps all data.
@@ -179,6 +188,8 @@ def up(
         id_port=id_port if identifiers else None,
         id_http_port=id_http_port,
         batch_interval=batch_interval,
+        datacenter=datacenter,
+        datacenter_interval=datacenter_interval,
     )
     run(run_local_stack(stack, console))
 

@@ -14,6 +14,15 @@ platform publishes every device as ``88.100.1/<device>``; the supplier's motor a
 are published at start, and every ``batch_interval`` each assembly line of the plant makes a
 product batch ``88.100.1/BATCH-...`` whose components are those lots, so
 ``tiangong id trace`` walks from the factory's node to the supplier's.
+
+The national view (工业互联网大数据中心, ``tiangong.data.demo``): the factory is an enterprise
+(Suzhou 320500, GB/T 4754 C34 general equipment) whose hour, day and month indicators are
+computed from its telemetry every ``datacenter_interval`` and sent, signed, to its regional
+(Jiangsu) and industry sub-centers and from there to the national center, all in this process
+over a local outbox in ``DATA_DIR/datacenter``. 14 generated enterprises with synthetic figures
+(six in the energy industries) report beside it, with 30 days and 12 months of history, so the
+dashboard's ``#/national`` and ``#/energy`` pages have something to compare. The platform's
+data API reads the national center's store (``platform.data_store``).
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from tiangong.data.demo import NationalDemo, national_demo
+from tiangong.data.enterprise import EnterpriseProfile
 from tiangong.edge.config import EdgeConfig
 from tiangong.edge.gateway import EdgeGateway
 from tiangong.identity.auth import AdminIdentity
@@ -46,7 +57,7 @@ from tiangong.sim.edge_plan import edge_config_for
 from tiangong.sim.factory import FactoryPlan, RegistryProvisioner, plan_factory
 from tiangong.sim.plant import SimulatedPlant
 
-__all__ = ["LocalStack", "run_local_stack"]
+__all__ = ["LocalStack", "factory_profile", "run_local_stack"]
 
 _log = logging.getLogger(__name__)
 
@@ -68,6 +79,8 @@ class LocalStack:
             nodes take the next four. ``None``: no identifier nodes.
         id_http_port: the resolver's REST API port (Handle.Net-compatible ``/api/handles``).
         batch_interval: seconds between two product batches of each assembly line.
+        datacenter: run the data centers and the national view (``tiangong.data.demo``).
+        datacenter_interval: seconds between two rounds of indicator reports.
     """
 
     data_dir: Path
@@ -81,6 +94,8 @@ class LocalStack:
     id_port: int | None = 2650
     id_http_port: int = 8650
     batch_interval: float = 60.0
+    datacenter: bool = True
+    datacenter_interval: float = 30.0
 
 
 def _banner(
@@ -91,6 +106,7 @@ def _banner(
     gateways: list[EdgeConfig],
     *,
     identity: IdentifierDemo | None,
+    national: NationalDemo | None,
 ) -> None:
     url = f"http://{stack.http_host}:{platform.http_port}/"
     token_file = stack.data_dir / "admin-token"
@@ -121,6 +137,13 @@ def _banner(
         )
     if identity is not None:
         _identity_rows(table, identity)
+    if national is not None:
+        table.add_row(
+            "National view",
+            f"{url}#/national (by region and industry, drill-down) and {url}#/energy"
+            " (energy industries); generated enterprises' figures are synthetic",
+        )
+        table.add_row("Data centers", f"{national.summary()}; state in {national.directory}")
     table.add_row("Data", str(stack.data_dir.resolve()))
     table.add_row("Stop", "Ctrl-C (data is kept for the next start)")
     console.print(Panel(table, title="Tiangong is up", border_style="green"))
@@ -170,7 +193,12 @@ async def run_local_stack(stack: LocalStack, console: Console | None = None) -> 
                     await edges.enter_async_context(
                         EdgeGateway(config, password=passwords[config.gateway.id])
                     )
-                _banner(console, stack, platform, plant, gateways, identity=identity)
+                national = await edges.enter_async_context(
+                    _national_view(stack, platform, plant.plan)
+                )
+                _banner(
+                    console, stack, platform, plant, gateways, identity=identity, national=national
+                )
                 try:
                     async with asyncio.timeout(stack.duration):
                         await stop.wait()
@@ -184,9 +212,14 @@ async def run_local_stack(stack: LocalStack, console: Console | None = None) -> 
                 if identity is not None
                 else ""
             )
+            reported = (
+                f", {national.history_sent + national.updates_sent:,} indicator reports sent"
+                if national is not None
+                else ""
+            )
             console.print(
                 f"stopped cleanly: {platform.pipeline.points_committed:,} points stored this run"
-                f"{written}, data kept in {stack.data_dir}"
+                f"{written}{reported}, data kept in {stack.data_dir}"
             )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -212,6 +245,43 @@ def _gateway_config(plant: SimulatedPlant, site: str, mqtt_host: str, mqtt_port:
     # The embedded broker (amqtt) speaks MQTT 3.1.1.
     uplink = config.uplink.model_copy(update={"mqtt_version": 4})
     return config.model_copy(update={"uplink": uplink})
+
+
+# -- the national view ---------------------------------------------------------------------------
+
+#: The simulated factory in the national statistics: a made-up unified social credit code,
+#: Suzhou (its first site), GB/T 4754 C34 general equipment (gearboxes, pumps, compressors).
+FACTORY_ENTERPRISE_ID = "91320500MA1HXJM00A"
+FACTORY_REGION = "320500"
+FACTORY_INDUSTRY = "C34"
+
+
+def factory_profile(plan: FactoryPlan) -> EnterpriseProfile:
+    """The simulated factory as the enterprise that reports to the data centers."""
+    return EnterpriseProfile(
+        enterprise_id=FACTORY_ENTERPRISE_ID,
+        name=plan.tenant_name,
+        tenant_id=plan.tenant,
+        region=FACTORY_REGION,
+        industry=FACTORY_INDUSTRY,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _national_view(
+    stack: LocalStack, platform: Platform, plan: FactoryPlan
+) -> AsyncIterator[NationalDemo | None]:
+    """The data centers and the national view (``None``: disabled)."""
+    if not stack.datacenter:
+        yield None
+        return
+    async with national_demo(
+        stack.data_dir,
+        platform,
+        factory=factory_profile(plan),
+        interval=stack.datacenter_interval,
+    ) as demo:
+        yield demo
 
 
 # -- identifiers ---------------------------------------------------------------------------------

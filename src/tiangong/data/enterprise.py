@@ -14,8 +14,8 @@ How each indicator is measured here:
   here do not reset). ENERGY_TCE converts it at 0.1229 kgce/kWh (``catalog.kwh_to_tce``).
 - PRODUCTION_VOLUME: the increase of every good-parts counter (``parts_good``, ``good_count``).
   OUTPUT_VALUE = volume times the profile's unit price. ENERGY_INTENSITY = tce / (output / 10,000).
-- PEAK_POWER_KW: the largest 15-minute mean of the meters' summed ``power`` (the demand interval
-  of China's two-part electricity tariff).
+- PEAK_POWER_KW: the largest 15-minute mean of the meters' summed ``active_power`` (or
+  ``power``): the demand interval of China's two-part electricity tariff.
 - DEVICES_REGISTERED / ONLINE, NETWORKING_RATE, DATA_COVERAGE: the connectivity KPIs at the
   time of the report (summed over sites: the rate is a ratio of sums, never an average).
 - ALARMS: alarms raised in the period. ENTERPRISES_REPORTING: this enterprise.
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 ENERGY_COUNTERS = ("energy",)
 GOOD_COUNTERS = ("parts_good", "good_count")
-POWER_METRIC = "power"
+POWER_METRICS = ("active_power", "power")  # kW; a meter's first one found
 DEMAND_INTERVAL = timedelta(minutes=15)
 _PAGE = 500
 
@@ -93,8 +93,9 @@ class IndicatorCollector:
             for metric in ENERGY_COUNTERS:
                 if metric in series:
                     kwh += await self._increase(series[metric], start_ms, end_ms)
-                    if POWER_METRIC in series:
-                        meters.append(series[POWER_METRIC])
+                    power = next((series[m] for m in POWER_METRICS if m in series), None)
+                    if power is not None:
+                        meters.append(power)
             for metric in GOOD_COUNTERS:
                 if metric in series:
                     good += await self._increase(series[metric], start_ms, end_ms)
