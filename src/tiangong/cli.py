@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from tiangong import __version__
-from tiangong.data.cli import datacenter_command, datakeys_app
+from tiangong.data.cli import dataaudit_app, datacenter_command, datakeys_app
 from tiangong.edge.cli import edge_app
 from tiangong.identity.cli import id_app, idnode_command
 
@@ -35,6 +35,7 @@ app.add_typer(id_app, name="id")
 app.command("idnode")(idnode_command)
 app.command("datacenter")(datacenter_command)
 app.add_typer(datakeys_app, name="datakeys")
+app.add_typer(dataaudit_app, name="dataaudit")
 
 console = Console()
 err = Console(stderr=True)

@@ -234,3 +234,32 @@ def test_audit_chain_detects_a_rehashed_edit_and_truncation(tmp_path):
     with AuditLog(path2) as log:
         assert log.verify().ok  # a shorter chain is self-consistent ...
         assert log.verify(expect_head=head).first_broken == 5  # ... the anchor exposes it
+
+
+def test_the_audit_command_says_intact_or_names_the_broken_entry(tmp_path):
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from tiangong.cli import app  # noqa: PLC0415
+
+    path = tmp_path / "audit.sqlite"
+    with AuditLog(path) as log:
+        fill(log, 5)
+        seq, digest = log.head()
+    runner = CliRunner()
+    done = runner.invoke(app, ["dataaudit", "verify", str(path)], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    assert f"head {seq}:{digest}" in done.output
+    shown = runner.invoke(app, ["dataaudit", "show", str(path)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    # The last entry removed: only the anchored head notices.
+    tamper(path, f"DELETE FROM audit WHERE seq = {seq}")
+    done = runner.invoke(app, ["dataaudit", "verify", str(path)], env={"COLUMNS": "200"})
+    assert done.exit_code == 0
+    done = runner.invoke(
+        app, ["dataaudit", "verify", str(path), "--head", f"{seq}:{digest}"], env={"COLUMNS": "200"}
+    )
+    assert done.exit_code == 1
+    tamper(path, "UPDATE audit SET detail = 'nothing to see' WHERE seq = 2")
+    done = runner.invoke(app, ["dataaudit", "verify", str(path)], env={"COLUMNS": "200"})
+    assert done.exit_code == 1
+    assert "entry 2" in done.output

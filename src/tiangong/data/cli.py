@@ -393,3 +393,81 @@ def keys_trust(
 
 if __name__ == "__main__":
     typer.run(datacenter_command)
+
+
+dataaudit_app = typer.Typer(
+    help="A data center's audit log: check its hash chain, show its entries.",
+    no_args_is_help=True,
+)
+
+
+@dataaudit_app.command("verify")
+def audit_verify(
+    log: Annotated[
+        Path, typer.Argument(help="The audit log, e.g. DATA_DIR/audit.sqlite3.", exists=True)
+    ],
+    head: Annotated[
+        str | None,
+        typer.Option(
+            help="SEQ:HASH printed by an earlier verify and kept elsewhere: entries removed from"
+            " the end are then detected too."
+        ),
+    ] = None,
+) -> None:
+    """Recompute the hash chain: exit 0 if no entry was edited, inserted or removed."""
+    from tiangong.data.governance import AuditLog  # noqa: PLC0415
+
+    expect: tuple[int, str] | None = None
+    if head is not None:
+        seq, sep, digest = head.partition(":")
+        if not sep or not seq.isdigit():
+            raise typer.BadParameter(f"{head!r}: expected SEQ:HASH as printed by verify")
+        expect = (int(seq), digest)
+    audit = AuditLog(log)
+    try:
+        result = audit.verify(expect_head=expect)
+        last_seq, last_hash = audit.head()
+    finally:
+        audit.close()
+    if not result.ok:
+        err.print(
+            f"[bold red]broken:[/bold red] entry {result.first_broken}: {result.reason}"
+            f" ({result.entries} entries checked)"
+        )
+        raise typer.Exit(1)
+    console.print(f"intact: {result.entries} entries; head {last_seq}:{last_hash}")
+    console.print("Keep the head elsewhere and pass it with --head next time.")
+
+
+@dataaudit_app.command("show")
+def audit_show(
+    log: Annotated[Path, typer.Argument(help="The audit log.", exists=True)],
+    kind: Annotated[
+        str | None,
+        typer.Option(help="Only this kind: export, export_refused, report_received, ..."),
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="From this ISO time on.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show the last N entries.")] = 50,
+) -> None:
+    """Print the last entries of an audit log."""
+    from tiangong.data.governance import AuditKind, AuditLog  # noqa: PLC0415
+
+    try:
+        wanted = AuditKind(kind) if kind else None
+    except ValueError as exc:
+        choices = ", ".join(k.value for k in AuditKind)
+        raise typer.BadParameter(f"{kind!r}: one of {choices}") from exc
+    audit = AuditLog(log)
+    try:
+        entries = audit.entries(since=since, kind=wanted)[-limit:]
+    finally:
+        audit.close()
+    table = Table(title=str(log))
+    for column in ("seq", "at", "kind", "actor", "subject", "from", "to", "detail"):
+        table.add_column(column)
+    for entry in entries:
+        e = entry.event
+        table.add_row(
+            str(entry.seq), e.at, e.kind, e.actor, e.subject, e.origin, e.destination, e.detail
+        )
+    console.print(table)
