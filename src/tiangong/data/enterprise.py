@@ -26,17 +26,25 @@ security monitoring) are left out rather than reported as zero.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import orjson
 
 from tiangong.data.catalog import Catalog, kwh_to_tce
 from tiangong.data.model import Level, Measure, Period, Report, Scope, report_id_for
 from tiangong.platform.tsdb.base import Aggregate
 
 if TYPE_CHECKING:
+    from tiangong.data.center import EnterpriseExporter
     from tiangong.platform.service import Platform
+
+log = logging.getLogger(__name__)
 
 ENERGY_COUNTERS = ("energy",)
 GOOD_COUNTERS = ("parts_good", "good_count")
@@ -191,3 +199,72 @@ class IndicatorCollector:
             "NETWORKING_RATE": Measure(numerator=float(online), denominator=float(registered)),
             "DATA_COVERAGE": Measure(numerator=float(reporting), denominator=float(expected)),
         }
+
+
+class EnterpriseReporter:
+    """Every ``interval``: this hour's, day's and month's reports so far, and the final ones.
+
+    A period's report is recomputed each round under a higher revision (the latest figures
+    replace the earlier ones above); when a period has ended since the last round (or while
+    the platform was stopped) its final figures are sent once more. The open period of each
+    kind is remembered in ``state_file`` so a restart finishes what it had started.
+    """
+
+    def __init__(
+        self,
+        collector: IndicatorCollector,
+        exporter: EnterpriseExporter,
+        *,
+        state_file: Path,
+        interval: float = 300.0,
+        periods: tuple[Period, ...] = (Period.HOUR, Period.DAY, Period.MONTH),
+    ) -> None:
+        self.collector = collector
+        self.exporter = exporter
+        self.state_file = state_file
+        self.interval = interval
+        self.periods = periods
+        self.sent = 0
+        self.failures = 0
+        self._open: dict[str, str] = self._load()
+
+    def _load(self) -> dict[str, str]:
+        try:
+            data = orjson.loads(self.state_file.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def _save(self) -> None:
+        # Write-then-rename: a crash leaves the old state or the new, never half of one.
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.state_file.with_suffix(".tmp")
+        partial.write_bytes(orjson.dumps(self._open))
+        partial.replace(self.state_file)
+
+    async def one_round(self) -> None:
+        """Send the reports of the periods now open, and the final ones of periods just ended."""
+        for period in self.periods:
+            now = datetime.now(UTC)
+            _, _, start = period_bounds(period, now)
+            previous = self._open.get(period.value)
+            if previous is not None and previous != start:
+                ended = datetime.fromisoformat(previous).replace(tzinfo=UTC)
+                await self.exporter.export(await self.collector.collect(period, ended))
+                self.sent += 1
+            await self.exporter.export(await self.collector.collect(period, now))
+            self.sent += 1
+            self._open[period.value] = start
+            await asyncio.to_thread(self._save)
+
+    async def run(self) -> None:
+        """Report every ``interval`` seconds until cancelled; a failed round is retried next."""
+        while True:
+            try:
+                await self.one_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a round must never stop the platform; the next one retries
+                self.failures += 1
+                log.exception("indicator report round failed; retrying in %.0f s", self.interval)
+            await asyncio.sleep(self.interval)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Self
 from sqlalchemy.exc import SQLAlchemyError
 
 if TYPE_CHECKING:
+    from tiangong.data.enterprise import EnterpriseReporter
     from tiangong.data.store import AnalyticsStore
 
 from tiangong.network.access import Channel, DeviceTopic
@@ -118,6 +119,7 @@ class Platform:
         self.admin_token_generated = False
         # A data center's analytics store served by the data API (set by whoever runs one).
         self.data_store: AnalyticsStore | None = None
+        self.reporter: EnterpriseReporter | None = None  # with report_nats set
         self.http_port: int | None = None
         self.mqtt: MqttClient | None = None
         self.started_at = datetime.now(UTC)
@@ -208,8 +210,81 @@ class Platform:
             )
         if self._embedded_broker:
             self._other_tasks.append(tasks.create_task(self._presence(), name="platform-presence"))
+        if settings.report_nats:
+            reporter = await self._start_reporting()
+            self._other_tasks.append(tasks.create_task(reporter.run(), name="platform-reports"))
         if http_socket is not None:
             self._start_http(tasks, http_socket)
+
+    async def _start_reporting(self) -> EnterpriseReporter:
+        """The enterprise's indicator reports to its data centers over NATS JetStream."""
+        # Imported here: a platform that does not report never loads the data system.
+        from tiangong.data.catalog import standard_catalog  # noqa: PLC0415
+        from tiangong.data.center import EnterpriseExporter  # noqa: PLC0415
+        from tiangong.data.enterprise import (  # noqa: PLC0415
+            EnterpriseProfile,
+            EnterpriseReporter,
+            IndicatorCollector,
+        )
+        from tiangong.data.errors import DataError  # noqa: PLC0415
+        from tiangong.data.governance import AuditLog, ExportPolicy  # noqa: PLC0415
+        from tiangong.data.reports import KeyRing  # noqa: PLC0415
+        from tiangong.data.transport.jetstream import JetStreamTransport  # noqa: PLC0415
+
+        settings = self.settings
+        assert settings.report_enterprise_id is not None  # the settings check these
+        assert settings.report_tenant is not None
+        assert settings.report_region is not None
+        assert settings.report_industry is not None
+        keys_dir = settings.report_keys_dir or settings.data_dir / "report-keys"
+        catalog = standard_catalog()
+        try:
+            if (keys_dir / "key_id").exists():
+                keys = KeyRing.load(keys_dir)
+            else:
+                keys = KeyRing.generate(keys_dir, settings.report_enterprise_id)
+                _log.info(
+                    "reports: new signing key in %s; give %s to the sub-centers to trust",
+                    keys_dir,
+                    keys_dir / "public.pem",
+                )
+            policy = (
+                ExportPolicy.load(settings.report_policy_file)
+                if settings.report_policy_file
+                else ExportPolicy()
+            )
+            catalog.check_region(settings.report_region)  # CatalogError names a bad code
+            catalog.check_industry(settings.report_industry)
+            profile = EnterpriseProfile(
+                enterprise_id=settings.report_enterprise_id,
+                name=settings.report_enterprise_name or settings.report_enterprise_id,
+                tenant_id=settings.report_tenant,
+                region=settings.report_region,
+                industry=settings.report_industry,
+                unit_price_cny=settings.report_unit_price_cny,
+            )
+            transport = await self._stack.enter_async_context(
+                JetStreamTransport(servers=settings.report_nats)
+            )
+            audit = AuditLog(settings.data_dir / "report-audit.sqlite3")
+            self._stack.callback(audit.close)
+            exporter = EnterpriseExporter(
+                transport=transport,
+                keys=keys,
+                catalog=catalog,
+                audit=audit,
+                destinations=settings.report_destinations,
+                policy=policy,
+            )
+        except DataError as exc:
+            raise PlatformError(f"indicator reports: {exc}") from exc
+        self.reporter = EnterpriseReporter(
+            IndicatorCollector(self, profile, catalog),
+            exporter,
+            state_file=settings.data_dir / "report-periods.json",
+            interval=settings.report_interval,
+        )
+        return self.reporter
 
     async def __aexit__(
         self,

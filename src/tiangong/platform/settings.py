@@ -102,6 +102,40 @@ class PlatformSettings(BaseSettings):
     # Sparkplug ids may hold any UTF-8 but MQTT's level separator and wildcards.
     sparkplug_host_id: str = Field(default="tiangong", pattern=r"^[^/+#\x00]{1,128}$")
     sparkplug_rebirth_interval: float = Field(default=5.0, ge=0)
+    # Indicator reports to the data centers (docs/data-centers.md): off unless report_nats is
+    # set. The enterprise is one tenant of this platform, identified as national statistics do.
+    report_nats: list[str] = Field(default_factory=list)
+    report_enterprise_id: str | None = None
+    report_enterprise_name: str = ""
+    report_tenant: str | None = None
+    report_region: str | None = None
+    report_industry: str | None = None
+    report_destinations: list[str] = Field(default_factory=list)
+    report_keys_dir: Path | None = None
+    report_policy_file: Path | None = None
+    report_interval: float = Field(default=300.0, gt=0)
+    report_unit_price_cny: float = Field(default=850.0, ge=0)
+
+    @model_validator(mode="after")
+    def _reports(self) -> Self:
+        if not self.report_nats:
+            return self
+        missing = [
+            f"TIANGONG_{name.upper()}"
+            for name in (
+                "report_enterprise_id",
+                "report_tenant",
+                "report_region",
+                "report_industry",
+                "report_destinations",
+            )
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ValueError(
+                "reporting to data centers (report_nats) also needs " + ", ".join(missing)
+            )
+        return self
 
     @model_validator(mode="after")
     def _secure(self) -> Self:
