@@ -72,7 +72,11 @@ from typing import TYPE_CHECKING, Final
 
 from tiangong.data.catalog import Catalog, kwh_to_tce, province_of, section_of, standard_catalog
 from tiangong.data.center import CenterConfig, CenterStats, DataCenter, EnterpriseExporter
-from tiangong.data.enterprise import EnterpriseProfile, IndicatorCollector, period_bounds
+from tiangong.data.enterprise import (
+    EnterpriseProfile,
+    EnterpriseReporter,
+    IndicatorCollector,
+)
 from tiangong.data.errors import DataError
 from tiangong.data.governance import AuditLog, ExportPolicy
 from tiangong.data.model import (
@@ -563,7 +567,7 @@ def _finished_periods(today: date, *, days: int, months: int) -> list[_FinishedP
 
 
 class _ExportState:
-    """Finished reports already exported, and the factory's open period starts (SQLite)."""
+    """Finished reports already exported (SQLite)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -572,10 +576,6 @@ class _ExportState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS sent (report_id TEXT PRIMARY KEY, revision INTEGER)"
-        )
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS open_period (source TEXT, period TEXT,"
-            " period_start TEXT, PRIMARY KEY (source, period))"
         )
 
     def sent(self) -> dict[str, int]:
@@ -586,20 +586,6 @@ class _ExportState:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO sent VALUES (?, ?)", (report.report_id, report.revision)
-            )
-
-    def open_start(self, source: str, period: Period) -> str | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT period_start FROM open_period WHERE source = ? AND period = ?",
-                (source, period.value),
-            ).fetchone()
-        return None if row is None else str(row[0])
-
-    def set_open_start(self, source: str, period: Period, start: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO open_period VALUES (?, ?, ?)", (source, period.value, start)
             )
 
     def close(self) -> None:
@@ -868,7 +854,12 @@ async def national_demo(
             demo=demo,
             state=state,
             exporters=exporters,
-            collector=IndicatorCollector(platform, factory, catalog),
+            reporter=EnterpriseReporter(
+                IndicatorCollector(platform, factory, catalog),
+                exporters[factory.enterprise_id],
+                state_file=directory / "enterprises" / "factory-periods.json",
+                interval=interval,
+            ),
             model=_FigureModel(catalog, seed),
             sent=sent,
         )
@@ -893,7 +884,7 @@ class _Rounds:
     demo: NationalDemo
     state: _ExportState
     exporters: dict[str, EnterpriseExporter]
-    collector: IndicatorCollector
+    reporter: EnterpriseReporter
     model: _FigureModel
     sent: dict[str, int]
 
@@ -935,16 +926,6 @@ class _Rounds:
 
     async def factory_round(self) -> None:
         """The factory's HOUR, DAY and MONTH so far, and the final figures of ended ones."""
-        source = self.demo.factory.enterprise_id
-        exporter = self.exporters[source]
-        for period in (Period.HOUR, Period.DAY, Period.MONTH):
-            now = datetime.now(UTC)
-            _, _, start = period_bounds(period, now)
-            previous = await asyncio.to_thread(self.state.open_start, source, period)
-            if previous is not None and previous != start:
-                ended = datetime.fromisoformat(previous).replace(tzinfo=UTC)
-                await exporter.export(await self.collector.collect(period, ended))
-                self.demo.history_sent += 1
-            await exporter.export(await self.collector.collect(period, now))
-            self.demo.updates_sent += 1
-            await asyncio.to_thread(self.state.set_open_start, source, period, start)
+        before = self.reporter.sent
+        await self.reporter.one_round()
+        self.demo.updates_sent += self.reporter.sent - before
