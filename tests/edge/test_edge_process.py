@@ -129,7 +129,13 @@ async def test_gateway_killed_and_restarted_loses_no_buffered_point(
             await env.wait_for(all_arrived, timeout=60)
         finally:
             second.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(second.wait(), 20)
-            log.close()
-            await asyncio.to_thread(broker.stop)
+            try:
+                await asyncio.wait_for(second.wait(), 20)
+            except TimeoutError:
+                # Never leave a gateway behind; the assertion below reports the hang.
+                second.kill()
+                await second.wait()
+            finally:
+                log.close()
+                await asyncio.to_thread(broker.stop)
         assert second.returncode == 0, (tmp_path / "second.log").read_text()
