@@ -32,7 +32,16 @@ class ModbusPeer:
     port: int
     driver: AsyncModbusTcpClient
 
+    async def _connected(self) -> None:
+        # The driver plays a PLC program: when its connection drops (the server closes idle or
+        # broken connections), it connects again rather than failing the test.
+        if not self.driver.connected:
+            async with asyncio.timeout(5):
+                while not await self.driver.connect():
+                    await asyncio.sleep(0.05)
+
     async def set(self, point: RegisterPoint, value: float | bool, unit: int = 1) -> None:
+        await self._connected()
         encoded = encode_value(point, value)
         if point.table == "coil":
             await self.driver.write_coil(point.address, bool(encoded[0]), device_id=unit)
@@ -42,6 +51,7 @@ class ModbusPeer:
             )
 
     async def get(self, address: int, count: int, unit: int = 1) -> list[int]:
+        await self._connected()
         reply = await self.driver.read_holding_registers(address, count=count, device_id=unit)
         return list(reply.registers)
 

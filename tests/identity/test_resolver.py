@@ -99,3 +99,25 @@ def _resolver(root: RunningNode) -> object:
     from tiangong.identity.resolver import Resolver  # noqa: PLC0415
 
     return Resolver([ServerAddress("127.0.0.1", root.server.port)])
+
+
+async def test_a_prefix_delegated_to_a_service_is_found_through_a_service_referral(
+    two_nodes: tuple[RunningNode, RunningNode],
+) -> None:
+    a, b = two_nodes
+    assert a.node is not None
+    assert b.node is not None
+    assert b.node.site is not None
+    # A delegates 77.5 to a service (77/SERVICE-B), whose HS_SITE says: node B. B holds 77.5.
+    await a.node.store.put_values("77/SERVICE-B", [site_value(b.node.site)])
+    await a.node.store.put_values(
+        "0.NA/77.5", [HandleValue(index=1, type="HS_SERV", data=b"77/SERVICE-B")]
+    )
+    await b.node.store.home_prefix("77.5")
+    await b.node.refresh_homed()
+    await b.node.store.put_values("77.5/PUMP-9", [HandleValue(1, "URL", b"https://plant/p9")])
+    direct = await HandleClient().resolve(a.address, "77.5/PUMP-9")
+    assert direct.header.response is ResponseCode.SERVICE_REFERRAL
+    resolver = _resolver(a)
+    record = await resolver.resolve("77.5/PUMP-9")  # type: ignore[attr-defined]
+    assert [v.data for v in record.values if v.type == "URL"] == [b"https://plant/p9"]

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 NEGATIVE_TTL = 10.0  # seconds a "not found" is remembered
 MAX_TTL = 86_400.0
 SITE_TYPES = (HS_SITE, HS_SERV)
+MAX_SERVICE_DEPTH = 20  # HS_SERV chains, as CNRI's resolver limits them
 
 
 @dataclass
@@ -128,12 +129,35 @@ class Resolver:
     async def servers_for_prefix(self, prefix: str) -> list[ServerAddress]:
         """The servers of the sites that hold ``prefix``'s records, best first."""
         record = await self.resolve(prefix_handle(prefix), types=SITE_TYPES)
-        sites = _sites(record.values)
+        sites = await self._sites_of(record.values, depth=0)
         if not sites:
             raise ResolutionError(
-                f"prefix {prefix!r} has no HS_SITE: nobody serves it", ResponseCode.HANDLE_NOT_FOUND
+                f"prefix {prefix!r} has no HS_SITE or HS_SERV: nobody serves it",
+                ResponseCode.HANDLE_NOT_FOUND,
             )
         return _servers(sites, prefix)
+
+    async def _sites_of(self, values: Sequence[HandleValue], *, depth: int) -> list[SiteInfo]:
+        """Sites named by HS_SITE values, or by the service handles HS_SERV values name."""
+        sites = _sites(values)
+        if sites:
+            return sites
+        for value in values:
+            if not value.type_matches(HS_SERV):
+                continue
+            if depth >= MAX_SERVICE_DEPTH:
+                raise ResolutionError(
+                    f"HS_SERV chain longer than {MAX_SERVICE_DEPTH}",
+                    ResponseCode.RECURSION_COUNT_TOO_HIGH,
+                )
+            service = value.data.decode("utf-8", errors="replace")
+            try:
+                record = await self.resolve(service, types=SITE_TYPES)
+            except ResolutionError as exc:
+                log.info("service handle %s did not resolve: %s", service, exc)
+                continue
+            sites.extend(await self._sites_of(record.values, depth=depth + 1))
+        return sites
 
     def clear(self) -> None:
         """Forget every cached answer."""
@@ -168,7 +192,7 @@ class Resolver:
             referral = code in (ResponseCode.PREFIX_REFERRAL, ResponseCode.SERVICE_REFERRAL)
             if referral and isinstance(body, ReferralResponse):
                 self.stats.referrals_followed += 1
-                sites = _sites(body.values)
+                sites = await self._sites_of(body.values, depth=0)
                 if not sites:
                     raise ResolutionError(
                         f"referral for {handle!r} names no site", ResponseCode.PROTOCOL_ERROR

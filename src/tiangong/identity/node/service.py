@@ -37,6 +37,7 @@ from tiangong.identity.handle.values import (
     HS_ADMIN,
     HS_PUBKEY,
     HS_SECKEY,
+    HS_SERV,
     HS_SITE,
     HS_SITE_PREFIX,
     HS_VLIST,
@@ -293,6 +294,13 @@ class HandleNode:
                         replace(v, type=HS_SITE_PREFIX) if v.type.upper() == HS_SITE else v
                         for v in sites
                     ),
+                )
+            # Delegated to a *service* (HS_SERV names a service handle whose HS_SITE values
+            # say where its servers are, shared by many prefixes): a service referral.
+            services = tuple(v for v in record.values if v.type_matches(HS_SERV))
+            if services:
+                return Referral(
+                    code=ResponseCode.SERVICE_REFERRAL, handle=record.handle, values=services
                 )
         return None
 
