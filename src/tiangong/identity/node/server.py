@@ -279,6 +279,10 @@ class NodeServer:
                     break
                 for raw in frames:
                     self.stats.tcp_requests += 1
+                    cached = self.responses.answer(raw)
+                    if cached is not None:
+                        writer.write(cached)
+                        continue
                     try:
                         message = codec.decode_message(raw)
                     except CodecError as exc:
@@ -287,10 +291,16 @@ class NodeServer:
                         if reply is not None:
                             writer.write(reply)
                         continue
-                    response = await self.dispatcher.answer(
-                        message, raw[ENVELOPE_SIZE:], peer=_tcp_peer(peer)
-                    )
-                    writer.write(codec.encode_message(response))
+                    response = None
+                    if message.header.op is OpCode.RESOLUTION:
+                        response = self.dispatcher.answer_now(message, raw[ENVELOPE_SIZE:])
+                    if response is None:
+                        response = await self.dispatcher.answer(
+                            message, raw[ENVELOPE_SIZE:], peer=_tcp_peer(peer)
+                        )
+                    data = codec.encode_message(response)
+                    writer.write(data)
+                    self.responses.remember(raw, message, response, data)
                 await writer.drain()
         except (TimeoutError, ConnectionError):
             pass
