@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 MSG_ID_HEADER = "Nats-Msg-Id"
 REPORT_ID_HEADER = "Tg-Message-Id"
 _STREAM_IN_USE = 10058  # "stream name already in use with a different configuration"
+_SUBJECTS_OVERLAP = 10065  # "subjects overlap with an existing stream" (also a creation race)
 
 
 def stream_name(level: Level) -> str:
@@ -243,8 +244,14 @@ class JetStreamTransport:
             try:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError as exc:
-                if exc.err_code != _STREAM_IN_USE:
+                if exc.err_code not in (_STREAM_IN_USE, _SUBJECTS_OVERLAP):
                     raise
+                # Another center created it at the same moment (the server can answer that
+                # race with "subjects overlap"); only a stream of another name is a conflict.
+                try:
+                    await self.js.stream_info(stream_name(level))
+                except nats.js.errors.NotFoundError:
+                    raise exc from None
                 await self.js.update_stream(config)
             self._streams.add(level)
 
