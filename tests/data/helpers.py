@@ -36,10 +36,7 @@ class Topology:
     national: ClassVar[str] = "cn"
 
     def keys(self, key_id: str) -> KeyRing:
-        path = self.root / "keys" / key_id
-        if (path / "key_id").exists():
-            return KeyRing.load(path)
-        return KeyRing.generate(path, key_id)
+        return KeyRing.load_or_generate(self.root / "keys" / key_id, key_id)[0]
 
     def setup_trust(self) -> None:
         """Each center trusts the keys of the sources below it."""

@@ -215,12 +215,7 @@ async def _serve(
         ReportTransport,
     )
 
-    def load_keys() -> tuple[KeyRing, bool]:
-        if (keys_dir / "key_id").exists():
-            return KeyRing.load(keys_dir), False
-        return KeyRing.generate(keys_dir, center_id), True
-
-    ring, generated = await asyncio.to_thread(load_keys)
+    ring, generated = await asyncio.to_thread(KeyRing.load_or_generate, keys_dir, center_id)
     export_policy = (
         await asyncio.to_thread(ExportPolicy.load, policy_path) if policy_path else ExportPolicy()
     )

@@ -595,12 +595,9 @@ class _ExportState:
 
 def _key_ring(directory: Path, key_id: str) -> KeyRing:
     """The key ring of ``key_id``: kept from an earlier run, or generated now. Blocking."""
-    path = directory / key_id
-    if (path / "key_id").exists():
-        return KeyRing.load(path)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    return KeyRing.generate(path, key_id)
+    return KeyRing.load_or_generate(directory / key_id, key_id)[0]
 
 
 def _trust(ring: KeyRing, other: KeyRing) -> None:

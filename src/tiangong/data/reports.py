@@ -380,6 +380,17 @@ class KeyRing:
     trusted: dict[str, Ed25519PublicKey] = field(default_factory=dict)
 
     @classmethod
+    def load_or_generate(cls, path: Path | str, key_id: str) -> tuple[KeyRing, bool]:
+        """The key ring kept at ``path`` from an earlier run, or a new one for ``key_id``.
+
+        Returns:
+            The key ring and whether it was generated now (its public key is new: trust it).
+        """
+        if (Path(path) / "key_id").exists():
+            return cls.load(path), False
+        return cls.generate(path, key_id), True
+
+    @classmethod
     def generate(cls, path: Path | str, key_id: str) -> KeyRing:
         """Create ``path`` with a new key pair named ``key_id``; refuses to overwrite a key."""
         directory = Path(path)

@@ -239,10 +239,8 @@ class Platform:
         keys_dir = settings.report_keys_dir or settings.data_dir / "report-keys"
         catalog = standard_catalog()
         try:
-            if (keys_dir / "key_id").exists():
-                keys = KeyRing.load(keys_dir)
-            else:
-                keys = KeyRing.generate(keys_dir, settings.report_enterprise_id)
+            keys, generated = KeyRing.load_or_generate(keys_dir, settings.report_enterprise_id)
+            if generated:
                 _log.info(
                     "reports: new signing key in %s; give %s to the sub-centers to trust",
                     keys_dir,
