@@ -9,7 +9,7 @@ import { emptyState, errorState, loadingState } from "../components.js";
 import { formatInt, formatNumber, formatPercent } from "../format.js";
 import { html, render } from "../html.js";
 import { currentRoute, updateQuery } from "../router.js";
-import { PERIODS, barList, dataApi, ensureStyles, periodLabel, rangeControls, rangeParams } from "./national.js";
+import { PERIODS, barList, bindRangeControls, dataApi, ensureStyles, periodLabel, rangeControls, rangeParams } from "./national.js";
 
 const compact = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 });
 const METRICS = {
@@ -174,19 +174,7 @@ export async function mount(outlet, _params, scope) {
         <div class="kpi-foot">${top ? html`${top.key} · ${metricText("intensity", top.intensity)} tce/10⁴ CNY · <span data-enterprises>—</span> enterprises reporting` : "no data"}</div></div>`);
   }
 
-  $("[data-range-controls]").addEventListener("click", (e) => {
-    const button = e.target.closest("button[data-period]");
-    if (!button || button.dataset.period === state.period) return;
-    state.period = button.dataset.period;
-    refresh({ periods: true });
-  });
-  $("[data-range-controls]").addEventListener("change", (e) => {
-    if (e.target.matches("[data-from]")) state.from = e.target.value;
-    if (e.target.matches("[data-to]")) state.to = e.target.value;
-    if (state.from > state.to) [state.from, state.to] = [state.to, state.from];
-    render($("[data-range-controls]"), rangeControls(state));
-    refresh();
-  });
+  bindRangeControls($("[data-range-controls]"), state, refresh);
 
   await refresh({ periods: true });
 }

@@ -339,6 +339,26 @@ function ruleText(spec) {
 }
 
 /** The indicator, period and range chooser (shared with the energy page). */
+/**
+ * Wire the period buttons and from/to pickers of ``rangeControls`` to ``state``; ``refresh``
+ * is called with ``{periods: true}`` when the period changes (the pickers' choices change too).
+ */
+export function bindRangeControls(container, state, refresh) {
+  container.addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-period]");
+    if (!button || button.dataset.period === state.period) return;
+    state.period = button.dataset.period;
+    refresh({ periods: true });
+  });
+  container.addEventListener("change", (e) => {
+    if (e.target.matches("[data-from]")) state.from = e.target.value;
+    if (e.target.matches("[data-to]")) state.to = e.target.value;
+    if (state.from > state.to) [state.from, state.to] = [state.to, state.from];
+    render(container, rangeControls(state));
+    refresh();
+  });
+}
+
 export function rangeControls({ period, from, to, starts }) {
   const options = (chosen) => starts.map((s) => html`<option value="${s}" ${s === chosen ? "selected" : ""}>${periodLabel(period, s, { long: true })}</option>`);
   return html`<label class="field">Period
@@ -567,19 +587,7 @@ export async function mount(outlet, _params, scope) {
     state.indicator = e.target.value;
     refresh({ periods: true });
   });
-  $("[data-range-controls]").addEventListener("click", (e) => {
-    const button = e.target.closest("button[data-period]");
-    if (!button || button.dataset.period === state.period) return;
-    state.period = button.dataset.period;
-    refresh({ periods: true });
-  });
-  $("[data-range-controls]").addEventListener("change", (e) => {
-    if (e.target.matches("[data-from]")) state.from = e.target.value;
-    if (e.target.matches("[data-to]")) state.to = e.target.value;
-    if (state.from > state.to) [state.from, state.to] = [state.to, state.from];
-    render($("[data-range-controls]"), rangeControls(state));
-    refresh();
-  });
+  bindRangeControls($("[data-range-controls]"), state, refresh);
   $("[data-by]").addEventListener("click", (e) => {
     const button = e.target.closest("button[data-by-key]");
     if (!button) return;
