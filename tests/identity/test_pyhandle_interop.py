@@ -125,13 +125,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeThread]:
         env.setenv("no_proxy", "127.0.0.1,localhost")
         running.start()
         try:
-            _add_default_owner_group(running)
+            _check_default_owner_group(running)
             yield running
         finally:
             running.stop()
 
 
-def _add_default_owner_group(node: NodeThread) -> None:
+def _check_default_owner_group(node: NodeThread) -> None:
     """Check ``200:0.NA/<prefix>`` is the administrators' group, as on Handle.Net servers.
 
     pyhandle names ``200:0.NA/<prefix>`` in the HS_ADMIN of every handle it creates (unless a

@@ -13,6 +13,7 @@ from tiangong.identity.handle.protocol import ResponseCode
 from tiangong.identity.handle.values import HandleValue
 from tiangong.identity.node.runner import NodeOptions, RunningNode, running_node
 from tiangong.identity.node.service import NodeRole, site_value
+from tiangong.identity.resolver import Resolver
 
 
 @pytest.fixture
@@ -95,9 +96,7 @@ async def test_the_udp_answer_cache_never_serves_a_stale_record(
     assert [v.data for v in answer.body.values] == [b"v2"]  # type: ignore[union-attr]
 
 
-def _resolver(root: RunningNode) -> object:
-    from tiangong.identity.resolver import Resolver  # noqa: PLC0415
-
+def _resolver(root: RunningNode) -> Resolver:
     return Resolver([ServerAddress("127.0.0.1", root.server.port)])
 
 
@@ -119,5 +118,5 @@ async def test_a_prefix_delegated_to_a_service_is_found_through_a_service_referr
     direct = await HandleClient().resolve(a.address, "77.5/PUMP-9")
     assert direct.header.response is ResponseCode.SERVICE_REFERRAL
     resolver = _resolver(a)
-    record = await resolver.resolve("77.5/PUMP-9")  # type: ignore[attr-defined]
+    record = await resolver.resolve("77.5/PUMP-9")
     assert [v.data for v in record.values if v.type == "URL"] == [b"https://plant/p9"]
