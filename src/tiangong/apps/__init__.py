@@ -1,0 +1,1 @@
+"""Industrial apps built on the platform: prognostics and health management (``phm``)."""
