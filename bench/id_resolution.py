@@ -381,6 +381,9 @@ def start_node(work: Path, workers: int, *, with_flag: bool) -> Server:
         secrets.token_urlsafe(24),
         "--data-dir",
         str(work / "node"),
+        # One load generator on one address: the per-source limit would measure itself.
+        "--rate-limit",
+        "0",
     ]
     if with_flag:
         argv += ["--workers", str(workers)]

@@ -17,9 +17,12 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from tiangong import __version__
+from tiangong.apps.phm.cli import phm_app
 from tiangong.data.cli import dataaudit_app, datacenter_command, datakeys_app
 from tiangong.edge.cli import edge_app
 from tiangong.identity.cli import id_app, idnode_command
+from tiangong.security.cli import audit_app, security_app
+from tiangong.security.users_cli import users_app
 
 app = typer.Typer(
     name="tiangong",
@@ -36,6 +39,10 @@ app.command("idnode")(idnode_command)
 app.command("datacenter")(datacenter_command)
 app.add_typer(datakeys_app, name="datakeys")
 app.add_typer(dataaudit_app, name="dataaudit")
+app.add_typer(audit_app, name="audit")
+app.add_typer(security_app, name="security")
+app.add_typer(users_app, name="users")
+app.add_typer(phm_app, name="phm")
 
 console = Console()
 err = Console(stderr=True)
@@ -294,14 +301,22 @@ def mosquitto_files(
     platform_user: Annotated[
         str, typer.Option(help="Broker user name of the platform's ingest connection.")
     ] = "tiangong-platform",
+    tls_port: Annotated[
+        int | None,
+        typer.Option(help="Also write a TLS listener on this port for device certificates."),
+    ] = None,
 ) -> None:
     """Write a Mosquitto password file and ACL for every registered device.
 
     The platform's user gets no password entry (add it with mosquitto_passwd); devices get
-    theirs from the registry (the stored hashes are already in Mosquitto's format). Reload
-    Mosquitto (SIGHUP) after writing.
+    theirs from the registry (the stored hashes are already in Mosquitto's format). With
+    --tls-port, also the TLS files (tenant CA bundle, CRLs, server certificate), a listener
+    block to include (tls-listener.conf) and ACL entries for each device's certificate
+    identity. Reload Mosquitto (SIGHUP) after writing; write again after every revocation and
+    at least every 30 minutes (the CRLs are valid for an hour).
     """
     from tiangong.network.mosquitto import render_acl, render_passwd  # noqa: PLC0415
+    from tiangong.platform.certificates import write_mosquitto_tls  # noqa: PLC0415
     from tiangong.platform.database import Database  # noqa: PLC0415
     from tiangong.platform.registry import DeviceRegistry  # noqa: PLC0415
     from tiangong.platform.settings import PlatformSettings  # noqa: PLC0415
@@ -321,17 +336,28 @@ def mosquitto_files(
                 for device_id, _ in credentials
                 if (entry := registry.lookup(device_id)) is not None
             ]
+            certified: list[tuple[str, str, str]] = []
+            if tls_port is not None:
+                certified = write_mosquitto_tls(data_dir, registry, out, tls_port)
         finally:
             await db.close()
         out.mkdir(parents=True, exist_ok=True)
         passwd = out / "passwd"
         passwd.write_text(render_passwd(credentials))
         os.chmod(passwd, 0o600)
-        (out / "acl").write_text(render_acl(principals, service_users=[platform_user]))
+        (out / "acl").write_text(
+            render_acl(principals, service_users=[platform_user], certificate_devices=certified)
+        )
         return len(credentials)
 
-    count = asyncio.run(write())
+    try:
+        count = asyncio.run(write())
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}")
+        raise typer.Exit(2) from exc
     console.print(f"wrote {out / 'passwd'} and {out / 'acl'} for {count} devices")
+    if tls_port is not None:
+        console.print(f"TLS listener: include {out / 'tls-listener.conf'} in mosquitto.conf")
 
 
 @app.command()

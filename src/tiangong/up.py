@@ -52,7 +52,9 @@ from tiangong.identity.node.service import NodeRole
 from tiangong.platform.identifiers import IdentifierPublisher
 from tiangong.platform.service import Platform
 from tiangong.platform.settings import PlatformSettings
+from tiangong.platform.tokens import ApiRole
 from tiangong.security.credentials import write_secret_file
+from tiangong.security.users import generate_password
 from tiangong.sim.edge_plan import edge_config_for
 from tiangong.sim.factory import FactoryPlan, RegistryProvisioner, plan_factory
 from tiangong.sim.plant import SimulatedPlant
@@ -196,9 +198,11 @@ async def run_local_stack(stack: LocalStack, console: Console | None = None) -> 
                 national = await edges.enter_async_context(
                     _national_view(stack, platform, plant.plan)
                 )
+                sign_in = await _demo_admin_user(platform, stack.data_dir)
                 _banner(
                     console, stack, platform, plant, gateways, identity=identity, national=national
                 )
+                console.print(sign_in, soft_wrap=True, highlight=False)
                 try:
                     async with asyncio.timeout(stack.duration):
                         await stop.wait()
@@ -357,6 +361,33 @@ def _identity_rows(table: Table, identity: IdentifierDemo) -> None:
     )
 
 
+#: The demo's platform-admin user (its password is generated: there is no default one).
+DEMO_ADMIN = "admin"
+
+
+async def _demo_admin_user(platform: Platform, data_dir: Path) -> str:
+    """Make sure the demo has a platform-admin user ``admin``; how to sign in with it.
+
+    Its password is generated on first start and kept in ``admin-password`` (mode 0600), like
+    the admin token, so later starts can show it again.
+    """
+    path = data_dir / "admin-password"
+    if await platform.users.find(DEMO_ADMIN) is None:
+        password = generate_password()
+        await platform.users.create(
+            username=DEMO_ADMIN, password=password, role=ApiRole.PLATFORM_ADMIN, tenant_id=None
+        )
+        await asyncio.to_thread(write_secret_file, path, password + "\n")
+        return (
+            f"Or sign in as {DEMO_ADMIN} with password {password}  (generated now, kept in {path})"
+        )
+    kept = await asyncio.to_thread(lambda: path.read_text().strip() if path.exists() else "")
+    return (
+        f"Or sign in as {DEMO_ADMIN} with password {kept or '(not kept)'}  (from {path}; if it was"
+        f" changed since: tiangong users passwd {DEMO_ADMIN} --data-dir {data_dir})"
+    )
+
+
 def _node_secret(directory: Path, prefix: str) -> bytes:
     """The node's admin secret: kept from an earlier run, or generated and kept now.
 
@@ -437,6 +468,7 @@ async def _identifier_demo(
                 tenant_id=plan.tenant,
                 platform_url=url,
                 maker=plan.tenant_name,
+                audit=platform.audit,
             )
         )
         supplier = await nodes_stack.enter_async_context(
@@ -446,6 +478,7 @@ async def _identifier_demo(
                 prefix=SUPPLIER_PREFIX,
                 tenant_id=_SUPPLIER_TENANT,
                 maker=_SUPPLIER_NAME,
+                audit=platform.audit,
             )
         )
         demo = IdentifierDemo(resolver, nodes, keys, directory, factory, supplier)

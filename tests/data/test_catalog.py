@@ -15,7 +15,7 @@ from tiangong.data.model import ANY, Aggregation, DataGrade
 
 def test_standard_catalog_has_the_required_indicators_with_their_rules():
     c = standard_catalog()
-    assert c.version == "2026.1"
+    assert c.version == "2026.2"
     assert c.major == "2026"
     assert len(c.indicators) >= 30
     expected = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -294,3 +295,83 @@ async def test_token_revocation_is_immediate(env: PlatformEnv) -> None:
     )
     old = {"Authorization": f"Bearer {expired.json()['secret']}"}
     assert (await env.api.get("/api/v1/devices", headers=old)).status_code == 401
+
+
+async def test_token_scopes_lifetime_and_auditor(env: PlatformEnv) -> None:
+    issued = await env.api.post(
+        "/api/v1/tokens",
+        json={
+            "name": "dev-only",
+            "role": "viewer",
+            "tenant_id": "acme",
+            "scopes": ["devices:read"],
+        },
+    )
+    assert issued.status_code == 201, issued.text
+    record = issued.json()["token"]
+    assert record["scopes"] == ["devices:read"]
+    lifetime = datetime.fromisoformat(record["expires_at"]) - datetime.now(UTC)
+    assert timedelta(days=89) < lifetime <= timedelta(days=90)  # the default lifetime
+    narrow = {"Authorization": f"Bearer {issued.json()['secret']}"}
+    assert (await env.api.get("/api/v1/devices", headers=narrow)).status_code == 200
+    refused = await env.api.get("/api/v1/devices/pump-1/latest", headers=narrow)
+    assert refused.status_code == 403
+    assert "telemetry:read" in refused.json()["detail"]
+    me = (await env.api.get("/api/v1/auth/me", headers=narrow)).json()
+    assert (me["kind"], me["scopes"], me["tenant_id"]) == ("token", ["devices:read"], "acme")
+
+    # Scopes the role does not hold, and lifetimes beyond the maximum, are refused.
+    beyond = await env.api.post(
+        "/api/v1/tokens",
+        json={"name": "x", "role": "viewer", "tenant_id": "acme", "scopes": ["devices:write"]},
+    )
+    assert beyond.status_code == 422
+    assert "does not hold devices:write" in beyond.json()["detail"]
+    forever = (datetime.now(UTC) + timedelta(days=400)).isoformat()
+    too_long = await env.api.post(
+        "/api/v1/tokens",
+        json={"name": "x", "role": "viewer", "tenant_id": "acme", "expires_at": forever},
+    )
+    assert too_long.status_code == 422
+
+    # Nobody grants what they do not hold: a narrowed admin token issues only narrower tokens,
+    # and a tenant admin issues no auditor tokens (only a platform admin does).
+    admin = await env.api.post(
+        "/api/v1/tokens",
+        json={
+            "name": "narrow admin",
+            "role": "tenant_admin",
+            "tenant_id": "acme",
+            "scopes": ["access:admin", "devices:read"],
+        },
+    )
+    admin_headers = {"Authorization": f"Bearer {admin.json()['secret']}"}
+    wide = await env.api.post(
+        "/api/v1/tokens", headers=admin_headers, json={"name": "v", "role": "viewer"}
+    )
+    assert wide.status_code == 403
+    narrower = await env.api.post(
+        "/api/v1/tokens",
+        headers=admin_headers,
+        json={"name": "v", "role": "viewer", "scopes": ["devices:read"]},
+    )
+    assert narrower.status_code == 201
+    assert narrower.json()["token"]["tenant_id"] == "acme"
+    tenant_admin = await token(env, "tenant_admin", "acme")
+    async with tenant_admin:
+        auditor_by_admin = await tenant_admin.post(
+            "/api/v1/tokens", json={"name": "a", "role": "auditor"}
+        )
+        assert auditor_by_admin.status_code == 403
+        auditor = await env.api.post(
+            "/api/v1/tokens", json={"name": "auditor", "role": "auditor", "tenant_id": "acme"}
+        )
+        assert auditor.status_code == 201
+        # ...nor revokes one: it would blind the auditor.
+        revoke = await tenant_admin.delete(f"/api/v1/tokens/{auditor.json()['token']['id']}")
+        assert revoke.status_code == 403
+    auditor_headers = {"Authorization": f"Bearer {auditor.json()['secret']}"}
+    for path in ("/api/v1/devices", "/api/v1/alarms", "/api/v1/overview", "/api/v1/tokens"):
+        assert (await env.api.get(path, headers=auditor_headers)).status_code == 403, path
+    me = (await env.api.get("/api/v1/auth/me", headers=auditor_headers)).json()
+    assert me["scopes"] == ["audit:read"]

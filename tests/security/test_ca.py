@@ -469,3 +469,61 @@ def test_openssl_verifies_good_and_rejects_revoked_device(tmp_path: Path) -> Non
     revoked = openssl_verify("bad.pem")
     assert revoked.returncode != 0
     assert "certificate revoked" in revoked.stdout + revoked.stderr
+
+
+# -- the rotation proof and the platform's certificates ------------------------------------------
+
+
+def test_rotation_proof_binds_the_current_key_to_the_new_csr(tmp_path: Path) -> None:
+    from tiangong.security.ca import (  # noqa: PLC0415
+        EnrolmentError,
+        EnrolmentFailure,
+        generate_device_key_and_csr,
+        sign_rotation_request,
+        verify_rotation_request,
+    )
+
+    with TenantCA.create(tmp_path / "ca", "acme") as ca:
+        key_pem, csr = generate_device_key_and_csr("pump-1")
+        current = ca.enrol(ca.create_enrolment_token("pump-1"), csr).certificate_pem
+    _, new_csr = generate_device_key_and_csr("pump-1")
+    _, other_csr = generate_device_key_and_csr("pump-1")
+    other_key, _ = generate_device_key_and_csr("pump-1")
+    proof = sign_rotation_request(key_pem, new_csr)
+    verify_rotation_request(current, new_csr, proof)  # passes
+    for cert, request, signature in [
+        (current, other_csr, proof),  # the proof is for another CSR
+        (current, new_csr, sign_rotation_request(other_key, new_csr)),  # by another key
+    ]:
+        with pytest.raises(EnrolmentError) as refused:
+            verify_rotation_request(cert, request, signature)
+        assert refused.value.reason is EnrolmentFailure.CSR_SIGNATURE_INVALID
+    with pytest.raises(EnrolmentError) as malformed:
+        verify_rotation_request(current, b"not a csr", proof)
+    assert malformed.value.reason is EnrolmentFailure.CSR_MALFORMED
+
+
+def test_platform_server_certificate_follows_the_configured_names(tmp_path: Path) -> None:
+    from tiangong.platform.certificates import PlatformCertificates  # noqa: PLC0415
+
+    first = PlatformCertificates(tmp_path, server_hostnames=["broker.plant.example"])
+    ident = first.server_identity()
+    cert = x509.load_pem_x509_certificate(ident.cert_file.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost", "broker.plant.example"]
+    assert stat.S_IMODE(ident.key_file.stat().st_mode) == 0o600
+    assert first.server_identity().cert_file.read_bytes() == ident.cert_file.read_bytes()
+    # Another name: a new certificate from the same server CA.
+    second = PlatformCertificates(tmp_path, server_hostnames=["10.0.3.7"])
+    reissued = x509.load_pem_x509_certificate(second.server_identity().cert_file.read_bytes())
+    assert reissued.serial_number != cert.serial_number
+    assert reissued.issuer == cert.issuer
+    ips = reissued.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(i) for i in ips.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "10.0.3.7"]
+    # Tenant CAs: created on demand, never by a lookup.
+    assert second.existing_ca("acme") is None
+    assert second.tenant_ca("acme").tenant_id == "acme"
+    assert second.tenants() == ["acme"]
+    assert second.existing_ca("../etc") is None
+    second.close()
+    first.close()

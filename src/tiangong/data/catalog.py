@@ -54,7 +54,7 @@ __all__ = [
 KGCE_PER_KWH: Final = 0.1229
 
 #: Version of ``standard_catalog()``.
-STANDARD_VERSION: Final = "2026.1"
+STANDARD_VERSION: Final = "2026.2"  # 2026.2 added the security posture indicators
 
 #: GB/T 4754 divisions of the energy industry: coal mining, oil and gas extraction, fuel
 #: processing (refining, coking), power and heat, gas, water supply.
@@ -336,7 +336,48 @@ _STANDARD: Final = [
         _S,
         _I,
         _PLAT,
-        "Confirmed security events; important: reveals exploitable weaknesses.",
+        "Security events first detected in the period (repeats of one event count once);"
+        " important: reveals exploitable weaknesses.",
+    ),
+    (
+        "SECURITY_EVENTS_SERIOUS",
+        "高危安全事件数",
+        "High and critical security events",
+        "1",
+        _S,
+        _I,
+        _PLAT,
+        "Of SECURITY_EVENTS, those of high or critical severity.",
+    ),
+    (
+        "SECURITY_EVENTS_OPEN",
+        "未处置安全事件数",
+        "Open security events",
+        "1",
+        _S,
+        _I,
+        _PLAT,
+        "Security events detected before the period's end and not acknowledged by then.",
+    ),
+    (
+        "SECURITY_DEVICES_AT_RISK",
+        "存在高危未处置事件的设备数",
+        "Devices at risk",
+        "1",
+        _S,
+        _I,
+        _PLAT,
+        "Devices with an open high or critical security event at the period's end.",
+    ),
+    (
+        "SECURITY_DEVICE_RISK_RATE",
+        "设备安全风险率",
+        "Share of devices at risk",
+        "1",
+        _R,
+        _I,
+        _PLAT,
+        "Σ devices at risk / Σ devices registered.",
     ),
     (
         "ENERGY_INTENSITY",
@@ -476,7 +517,7 @@ def _read_codes(name: str) -> dict[str, str]:
 
 @cache
 def standard_catalog() -> Catalog:
-    """The standard catalog (``STANDARD_VERSION``): 31 indicators and the shipped codes."""
+    """The standard catalog (``STANDARD_VERSION``): 35 indicators and the shipped codes."""
     specs = [
         IndicatorSpec(
             code=code,

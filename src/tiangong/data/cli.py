@@ -32,7 +32,7 @@ from tiangong.data.model import ANY, DataGrade, Level
 if TYPE_CHECKING:
     from tiangong.data.center import CenterConfig, DataCenter
 
-__all__ = ["datacenter_command", "datakeys_app"]
+__all__ = ["datacenter_command", "datakeys_app", "read_outbox_key"]
 
 console = Console()
 err = Console(stderr=True)
@@ -42,6 +42,13 @@ datakeys_app = typer.Typer(
     help="Signing keys of enterprises and data centers: create, show, trust.",
     no_args_is_help=True,
 )
+
+
+class KeyAlgorithm(StrEnum):
+    """Signature algorithms of report keys."""
+
+    ED25519 = "ed25519"
+    SM2 = "sm2"
 
 
 class CenterLevel(StrEnum):
@@ -93,6 +100,17 @@ def datacenter_command(
         Path | None,
         typer.Option(help="Use a local outbox directory instead of NATS (one machine)."),
     ] = None,
+    outbox_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="SM4 key file (tiangong datakeys outbox-key): seal the outbox's messages at"
+            " rest with SM4-GCM. Every process on the outbox needs the same key."
+        ),
+    ] = None,
+    key_algorithm: Annotated[
+        KeyAlgorithm,
+        typer.Option(help="Algorithm of a key ring created now: ed25519, or sm2 (SM2/SM3)."),
+    ] = KeyAlgorithm.ED25519,
     parent: Annotated[
         list[str] | None,
         typer.Option(
@@ -158,6 +176,8 @@ def datacenter_command(
                 industry=industry or ANY,
                 nats=nats,
                 outbox=outbox,
+                outbox_key=outbox_key,
+                key_algorithm=key_algorithm,
                 parents=parents,
                 data_dir=data_dir,
                 keys_dir=keys or data_dir / "keys",
@@ -196,6 +216,8 @@ async def _serve(
     industry: str,
     nats: list[str] | None,
     outbox: Path | None,
+    outbox_key: Path | None,
+    key_algorithm: KeyAlgorithm,
     parents: tuple[str, ...],
     data_dir: Path,
     keys_dir: Path,
@@ -215,7 +237,9 @@ async def _serve(
         ReportTransport,
     )
 
-    ring, generated = await asyncio.to_thread(KeyRing.load_or_generate, keys_dir, center_id)
+    ring, generated = await asyncio.to_thread(
+        KeyRing.load_or_generate, keys_dir, center_id, key_algorithm.value
+    )
     export_policy = (
         await asyncio.to_thread(ExportPolicy.load, policy_path) if policy_path else ExportPolicy()
     )
@@ -238,8 +262,9 @@ async def _serve(
         where = ", ".join(nats)
     else:
         assert outbox is not None
-        transport = OutboxTransport(path=outbox, ack_wait=ack_wait)
-        where = f"outbox {outbox}"
+        seal_key = read_outbox_key(outbox_key) if outbox_key else None
+        transport = OutboxTransport(path=outbox, ack_wait=ack_wait, seal_key=seal_key)
+        where = f"outbox {outbox}" + (" (sealed with SM4-GCM)" if seal_key else "")
     _summary(config, where, generated=generated, policy_path=policy_path)
 
     main = asyncio.current_task()
@@ -338,12 +363,16 @@ def keys_init(
     key_id: Annotated[
         str, typer.Option("--id", help="Key id: the enterprise id or the center id.")
     ],
+    algorithm: Annotated[
+        KeyAlgorithm,
+        typer.Option(help="ed25519, or sm2 (SM2 with SM3, China's national cryptography)."),
+    ] = KeyAlgorithm.ED25519,
 ) -> None:
-    """Create a key ring (Ed25519) and print its public key for the center above."""
+    """Create a key ring and print its public key for the center above."""
     from tiangong.data.reports import KeyRing  # noqa: PLC0415
 
     try:
-        ring = KeyRing.generate(directory, key_id)
+        ring = KeyRing.generate(directory, key_id, algorithm.value)
     except (DataError, FileExistsError) as exc:
         err.print(f"[bold red]error:[/bold red] {exc}")
         raise typer.Exit(1) from exc
@@ -363,7 +392,7 @@ def keys_show(
     except DataError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}")
         raise typer.Exit(1) from exc
-    console.print(f"key id: {ring.key_id}")
+    console.print(f"key id: {ring.key_id} ({ring.algorithm})")
     console.print(f"trusts: {', '.join(sorted(ring.trusted))}")
     sys.stdout.write(ring.public_pem.decode("ascii"))
 
@@ -384,6 +413,45 @@ def keys_trust(
         err.print(f"[bold red]error:[/bold red] {exc}")
         raise typer.Exit(1) from exc
     console.print(f"{directory} now trusts {key_id}")
+
+
+@datakeys_app.command("outbox-key")
+def keys_outbox(
+    file: Annotated[Path, typer.Option("--file", help="Where to write the new key (mode 0600).")],
+) -> None:
+    """Create an SM4 key for sealing an outbox at rest (tiangong datacenter --outbox-key)."""
+    import os  # noqa: PLC0415
+
+    from tiangong.security.gm import generate_sm4_key  # noqa: PLC0415
+
+    try:
+        # 0600 from the start, and never over an existing key (its messages would not open).
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}")
+        raise typer.Exit(1) from exc
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(generate_sm4_key().hex() + "\n")
+    console.print(f"created {file}: give it to every process on the outbox, keep it backed up")
+
+
+def read_outbox_key(file: Path) -> bytes:
+    """The SM4 key in ``file`` (32 hex digits).
+
+    Raises:
+        DataError: the file cannot be read or does not hold a 16-byte key in hex.
+    """
+    from tiangong.data.errors import TransportError  # noqa: PLC0415
+
+    try:
+        key = bytes.fromhex(file.read_text(encoding="ascii").strip())
+    except (OSError, ValueError) as exc:
+        raise TransportError(f"outbox key {file}: {exc}") from exc
+    if len(key) != 16:
+        raise TransportError(f"outbox key {file}: 32 hex digits (16 bytes) expected")
+    if file.stat().st_mode & 0o077:
+        raise TransportError(f"outbox key {file} is readable by others: chmod 600 it")
+    return key
 
 
 if __name__ == "__main__":

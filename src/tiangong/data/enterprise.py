@@ -19,9 +19,18 @@ How each indicator is measured here:
 - DEVICES_REGISTERED / ONLINE, NETWORKING_RATE, DATA_COVERAGE: the connectivity KPIs at the
   time of the report (summed over sites: the rate is a ratio of sums, never an average).
 - ALARMS: alarms raised in the period. ENTERPRISES_REPORTING: this enterprise.
+- SECURITY_*: from the security monitor's events (``tiangong.security.monitor``):
+  SECURITY_EVENTS those first detected in the period (an event coalescing many occurrences
+  counts once, in the period it started), SECURITY_EVENTS_SERIOUS those of them high or
+  critical; SECURITY_EVENTS_OPEN events detected before the period's end and not acknowledged
+  by then, SECURITY_DEVICES_AT_RISK the registered (not decommissioned) devices with such an
+  open high or critical event, and
+  SECURITY_DEVICE_RISK_RATE that count over the devices registered (a ratio of sums). A
+  final report sent after its period recomputes "open at the end" from the acknowledgement
+  times, so it says what was open then, not now.
 
-Indicators the platform cannot measure yet (OEE before the OEE app, security events before
-security monitoring) are left out rather than reported as zero.
+Indicators the platform cannot measure yet (OEE before the OEE app; security indicators on a
+platform without a security monitor) are left out rather than reported as zero.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import orjson
 
 from tiangong.data.catalog import Catalog, kwh_to_tce
 from tiangong.data.model import Level, Measure, Period, Report, Scope, report_id_for
+from tiangong.platform.model import DeviceState
 from tiangong.platform.tsdb.base import Aggregate
 
 if TYPE_CHECKING:
@@ -124,6 +134,7 @@ class IndicatorCollector:
             "ENTERPRISES_REPORTING": Measure(members=frozenset({self.profile.enterprise_id})),
         }
         measures.update(await self._connectivity())
+        measures.update(await self._security(start, min(end, now), measures))
         # Only what the catalog knows (a catalog may drop an indicator in a new version).
         measures = {code: m for code, m in measures.items() if code in self.catalog.indicators}
         scope = Scope(
@@ -184,6 +195,34 @@ class IndicatorCollector:
                 if isinstance(value, int | float):
                     totals[bucket] = totals.get(bucket, 0.0) + float(value)
         return max(totals.values(), default=0.0)
+
+    async def _security(
+        self, start: datetime, end: datetime, measures: dict[str, Measure]
+    ) -> dict[str, Measure]:
+        """The security posture indicators (module docstring); none without a monitor."""
+        monitor = getattr(self.platform, "security", None)
+        if monitor is None:
+            return {}
+        figures = await monitor.period_figures(self.profile.tenant_id, start, end)
+        # Registered devices only (a decommissioned one's events count in the event figures),
+        # so that the rate's numerator is part of its denominator.
+        at_risk = float(
+            sum(
+                1
+                for device_id in figures.devices_at_risk
+                if (entry := self.platform.registry.lookup(device_id)) is not None
+                and entry.device.tenant_id == self.profile.tenant_id
+                and entry.device.state is not DeviceState.DECOMMISSIONED
+            )
+        )
+        registered = measures.get("DEVICES_REGISTERED", Measure()).numerator
+        return {
+            "SECURITY_EVENTS": Measure(numerator=float(figures.detected)),
+            "SECURITY_EVENTS_SERIOUS": Measure(numerator=float(figures.serious)),
+            "SECURITY_EVENTS_OPEN": Measure(numerator=float(figures.open_at_end)),
+            "SECURITY_DEVICES_AT_RISK": Measure(numerator=at_risk),
+            "SECURITY_DEVICE_RISK_RATE": Measure(numerator=at_risk, denominator=registered),
+        }
 
     async def _connectivity(self) -> dict[str, Measure]:
         sites = [

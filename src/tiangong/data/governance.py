@@ -14,7 +14,9 @@ a ``Refusal`` per indicator kept back, which the caller logs (``AuditKind.EXPORT
 reports upwards.
 
 Audit log: an SQLite table where each entry's hash covers its fields and the previous entry's
-hash (SHA-256 chain from a zero genesis). Triggers refuse UPDATE and DELETE, which stops
+hash (SHA-256 chain from a zero genesis), computed by ``security.audit.chain_hash`` exactly as
+the platform's audit trail is (fields ``[seq, at, kind, actor, subject, origin, destination,
+detail]``). Triggers refuse UPDATE and DELETE, which stops
 mistakes; someone with the file can drop them, which the chain then exposes: ``verify`` names
 the first entry whose hash, link or sequence number does not match. Removing entries from the
 *end* leaves a valid shorter chain, so ``head()`` is meant to be anchored elsewhere (sent
@@ -24,8 +26,6 @@ upwards with the reports, printed in a daily report) and checked with ``verify(e
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import sqlite3
 import threading
 import tomllib
@@ -42,6 +42,7 @@ import tomli_w
 from tiangong.data.catalog import Catalog, standard_catalog
 from tiangong.data.errors import DataError, ExportRefused
 from tiangong.data.model import DataDomain, DataGrade, Measure, Report
+from tiangong.security.audit import GENESIS, chain_hash
 
 __all__ = [
     "RAW_TELEMETRY",
@@ -57,8 +58,6 @@ __all__ = [
     "Refusal",
     "SharingPolicy",
 ]
-
-GENESIS: Final = "0" * 64
 
 
 # -- export policy --------------------------------------------------------------------------------
@@ -391,6 +390,7 @@ _COLUMNS: Final = "seq, at, kind, actor, subject, origin, destination, detail, p
 
 
 def _entry_hash(seq: int, event: AuditEvent, prev_hash: str) -> str:
+    # The platform's chain recipe (security.audit): one mechanism for every trail.
     fields = [
         seq,
         event.at,
@@ -401,8 +401,7 @@ def _entry_hash(seq: int, event: AuditEvent, prev_hash: str) -> str:
         event.destination,
         event.detail,
     ]
-    body = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
-    return hashlib.sha256(prev_hash.encode() + body).hexdigest()
+    return chain_hash(prev_hash, fields)
 
 
 def _row_entry(row: tuple[Any, ...]) -> AuditEntry:

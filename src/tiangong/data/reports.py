@@ -7,12 +7,17 @@ signature over them survives any number of decode/encode round trips. A measure 
 empty. ``decode_report`` is strict: unknown fields, wrong types, non-finite numbers and
 oversized input are a ``ReportError`` saying which field is wrong, and nothing else escapes it.
 
-Signature: Ed25519 (``cryptography``) over ``signing_bytes`` (the canonical bytes without the
-signature; the signer's key id is covered, so it cannot be swapped). Ed25519 is fast (tens of
-thousands of verifications per second in C, which a center verifying every enterprise needs),
-small (64-byte signatures, 32-byte keys) and deterministic. SM2 is available in
-``tiangong.identity.sm2`` but is pure Python and about two orders of magnitude slower; a
-deployment that must use SM2 replaces ``sign_report``/``verify_report`` and ``KeyRing``.
+Signature: over ``signing_bytes`` (the canonical bytes without the signature; the signer's key
+id is covered, so it cannot be swapped), with the signer's key, which is either **Ed25519**
+(``cryptography``; the default) or **SM2 with SM3** (GB/T 32918, GM/T 0009 default user ID,
+DER signature; ``tiangong.security.gm``) for an enterprise or center that must use China's
+national cryptography. The algorithm belongs to the key, not to the report: a key ring holds
+each trusted signer's public key of either kind, and ``verify_report`` checks with the
+algorithm of the key it holds for the report's signer, so a report cannot choose a weaker
+algorithm for itself. Ed25519 is fast (tens of thousands of verifications per second in C),
+small and deterministic; SM2 here is pure Python arithmetic (gmssl), about 8 ms to sign and
+15 ms to verify, which suits one report per enterprise every few minutes but not a national
+center verifying tens of thousands a second: choose SM2 where the rules ask for it.
 
 Only ``KeyRing`` does I/O (a directory of PEM files); the rest is sans-I/O.
 """
@@ -29,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 from cryptography.exceptions import InvalidSignature
@@ -39,10 +44,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from tiangong.data.catalog import Catalog
 from tiangong.data.errors import CatalogError, ReportError
 from tiangong.data.model import ANY, Level, Measure, Period, Report, Scope, report_id_for
+from tiangong.security.gm import Sm2Error, Sm2PrivateKey, Sm2PublicKey
 
 __all__ = [
     "MAX_REPORT_BYTES",
     "KeyRing",
+    "ReportPublicKey",
+    "ReportSigningKey",
+    "SignatureAlgorithm",
     "check_period_start",
     "decode_report",
     "encode_report",
@@ -75,6 +84,12 @@ _TOP_KEYS: Final = frozenset(
 _REQUIRED: Final = _TOP_KEYS - {"breakdown", "signer", "signature"}
 _SCOPE_KEYS: Final = frozenset({"source", "level", "region", "industry"})
 _MEASURE_KEYS: Final = frozenset({"n", "d", "m"})
+
+#: A report signer's key: Ed25519 or SM2 (with SM3).
+ReportSigningKey = Ed25519PrivateKey | Sm2PrivateKey
+#: A trusted signer's public key, whose type says how its reports are verified.
+ReportPublicKey = Ed25519PublicKey | Sm2PublicKey
+SignatureAlgorithm = Literal["ed25519", "sm2"]
 
 
 # -- encoding -------------------------------------------------------------------------------------
@@ -245,15 +260,20 @@ def decode_report(data: bytes) -> Report:
 # -- signatures -----------------------------------------------------------------------------------
 
 
-def sign_report(report: Report, key: Ed25519PrivateKey, key_id: str) -> Report:
-    """A copy of ``report`` signed with ``key`` under ``key_id`` (the signer is signed too)."""
+def sign_report(report: Report, key: ReportSigningKey, key_id: str) -> Report:
+    """A copy of ``report`` signed with ``key`` under ``key_id`` (the signer is signed too).
+
+    An Ed25519 key gives an Ed25519 signature, an SM2 key an SM2-with-SM3 signature (DER).
+    """
     unsigned = dataclasses.replace(report, signer=key_id, signature="")
     signature = key.sign(signing_bytes(unsigned))
     return dataclasses.replace(unsigned, signature=base64.b64encode(signature).decode("ascii"))
 
 
-def verify_report(report: Report, keys: Mapping[str, Ed25519PublicKey]) -> None:
+def verify_report(report: Report, keys: Mapping[str, ReportPublicKey]) -> None:
     """Check the signature of ``report`` against the trusted ``keys`` (key id → public key).
+
+    The algorithm is the trusted key's (see the module docstring), never the report's choice.
 
     Raises:
         ReportError: "unsigned", "unknown signer ..." or "bad signature".
@@ -263,11 +283,19 @@ def verify_report(report: Report, keys: Mapping[str, Ed25519PublicKey]) -> None:
     public = keys.get(report.signer)
     if public is None:
         raise ReportError(f"unknown signer {report.signer!r}")
+    if not _signature_holds(public, report):
+        raise ReportError("bad signature")
+
+
+def _signature_holds(public: ReportPublicKey, report: Report) -> bool:
     try:
         signature = base64.b64decode(report.signature, validate=True)
+        if isinstance(public, Sm2PublicKey):
+            return public.verify(signature, signing_bytes(report))
         public.verify(signature, signing_bytes(report))
     except (binascii.Error, ValueError, InvalidSignature):
-        raise ReportError("bad signature") from None
+        return False
+    return True
 
 
 # -- validation against the catalog ---------------------------------------------------------------
@@ -361,11 +389,12 @@ def _check_key_id(key_id: str) -> str:
 
 @dataclass
 class KeyRing:
-    """A directory of keys: this node's Ed25519 key and the public keys it trusts.
+    """A directory of keys: this node's signing key and the public keys it trusts.
 
     Layout: ``key_id`` (text), ``private.pem`` (PKCS#8, mode 0600), ``public.pem`` and
     ``trusted/<key id>.pem`` for each trusted signer (this node's own key included, so a node
-    can verify what it signed).
+    can verify what it signed). Each key is Ed25519 or SM2, as its PEM says; a ring may trust
+    signers of both kinds.
 
     Attributes:
         path: the directory.
@@ -376,33 +405,65 @@ class KeyRing:
 
     path: Path
     key_id: str
-    private_key: Ed25519PrivateKey
-    trusted: dict[str, Ed25519PublicKey] = field(default_factory=dict)
+    private_key: ReportSigningKey
+    trusted: dict[str, ReportPublicKey] = field(default_factory=dict)
+
+    @property
+    def algorithm(self) -> SignatureAlgorithm:
+        """This node's signature algorithm: ``ed25519`` or ``sm2``."""
+        return "sm2" if isinstance(self.private_key, Sm2PrivateKey) else "ed25519"
 
     @classmethod
-    def load_or_generate(cls, path: Path | str, key_id: str) -> tuple[KeyRing, bool]:
+    def load_or_generate(
+        cls, path: Path | str, key_id: str, algorithm: SignatureAlgorithm = "ed25519"
+    ) -> tuple[KeyRing, bool]:
         """The key ring kept at ``path`` from an earlier run, or a new one for ``key_id``.
 
         Returns:
             The key ring and whether it was generated now (its public key is new: trust it).
+
+        Raises:
+            ReportError: the kept key is of another algorithm than ``algorithm`` (a silent
+                switch would leave the center above with the wrong key).
         """
         if (Path(path) / "key_id").exists():
-            return cls.load(path), False
-        return cls.generate(path, key_id), True
+            ring = cls.load(path)
+            if ring.algorithm != algorithm:
+                raise ReportError(
+                    f"the key ring {path} holds an {ring.algorithm} key, not {algorithm}: move"
+                    " it away to generate a new one, and give the center above its public key"
+                )
+            return ring, False
+        return cls.generate(path, key_id, algorithm), True
 
     @classmethod
-    def generate(cls, path: Path | str, key_id: str) -> KeyRing:
-        """Create ``path`` with a new key pair named ``key_id``; refuses to overwrite a key."""
+    def generate(
+        cls, path: Path | str, key_id: str, algorithm: SignatureAlgorithm = "ed25519"
+    ) -> KeyRing:
+        """Create ``path`` with a new key pair named ``key_id``; refuses to overwrite a key.
+
+        Args:
+            path: the directory.
+            key_id: the key's id.
+            algorithm: ``ed25519`` (default) or ``sm2`` (SM2 with SM3, national cryptography).
+        """
         directory = Path(path)
         _check_key_id(key_id)
+        if algorithm not in {"ed25519", "sm2"}:
+            raise ReportError(f"unknown signature algorithm {algorithm!r}: ed25519 or sm2")
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "trusted").mkdir(exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        key: ReportSigningKey
+        if algorithm == "sm2":
+            key = Sm2PrivateKey.generate()
+            pem = key.to_pem().encode("ascii")
+        else:
+            key = Ed25519PrivateKey.generate()
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
         # Created with 0600 from the start: a chmod after writing leaves a window where the
         # key is readable by others. O_EXCL refuses to overwrite an existing identity.
         fd = os.open(directory / "private.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -420,13 +481,11 @@ class KeyRing:
         directory = Path(path)
         try:
             key_id = (directory / "key_id").read_text(encoding="utf-8").strip()
-            key = serialization.load_pem_private_key(
-                (directory / "private.pem").read_bytes(), password=None
-            )
+            key = _private_key((directory / "private.pem").read_bytes())
         except (OSError, ValueError) as exc:
             raise ReportError(f"cannot load key ring {directory}: {exc}") from exc
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ReportError(f"{directory / 'private.pem'} is not an Ed25519 key")
+        if key is None:
+            raise ReportError(f"{directory / 'private.pem'} is not an Ed25519 or SM2 key")
         ring = cls(path=directory, key_id=_check_key_id(key_id), private_key=key)
         for pem in sorted((directory / "trusted").glob("*.pem")):
             ring.trusted[pem.stem] = _public_key(pem.read_bytes(), pem.stem)
@@ -435,6 +494,8 @@ class KeyRing:
     @property
     def public_pem(self) -> bytes:
         """This node's public key, PEM, to hand to the center above."""
+        if isinstance(self.private_key, Sm2PrivateKey):
+            return self.private_key.public_key.to_pem().encode("ascii")
         return self.private_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -452,11 +513,25 @@ class KeyRing:
         return sign_report(report, self.private_key, self.key_id)
 
 
-def _public_key(data: bytes, key_id: str) -> Ed25519PublicKey:
+def _private_key(data: bytes) -> ReportSigningKey | None:
+    """An Ed25519 or SM2 PKCS#8 key from PEM; None for another kind of key."""
+    try:
+        return Sm2PrivateKey.from_pem(data)
+    except Sm2Error:
+        pass  # not SM2 (cryptography cannot read SM2 keys, so SM2 is tried first)
+    key = serialization.load_pem_private_key(data, password=None)
+    return key if isinstance(key, Ed25519PrivateKey) else None
+
+
+def _public_key(data: bytes, key_id: str) -> ReportPublicKey:
+    try:
+        return Sm2PublicKey.from_pem(data)
+    except Sm2Error:
+        pass  # not SM2: try Ed25519
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError as exc:
         raise ReportError(f"public key of {key_id!r} is not PEM: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
-        raise ReportError(f"public key of {key_id!r} is not Ed25519")
+        raise ReportError(f"public key of {key_id!r} is neither Ed25519 nor SM2")
     return key

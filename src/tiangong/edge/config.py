@@ -53,6 +53,7 @@ __all__ = [
     "OpcUaPoint",
     "PointConfig",
     "UplinkSection",
+    "UplinkTls",
     "load_config",
     "locate",
     "parse_config",
@@ -85,6 +86,23 @@ SparkplugHostId = Annotated[
 ]
 
 
+class UplinkTls(_Section):
+    """TLS to the platform's broker with the gateway's client certificate.
+
+    ``tiangong edge enrol`` writes all three files. With ``[uplink.tls]`` the certificate is
+    the gateway's identity: no password is needed (``port`` is then the broker's TLS port).
+
+    Attributes:
+        ca: the CA of the broker's server certificate (``server-ca.pem``).
+        cert: the gateway's certificate (PEM).
+        key: its private key (PEM, mode 0600).
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
 class UplinkSection(_Section):
     """How the gateway reaches the platform's broker.
 
@@ -94,6 +112,7 @@ class UplinkSection(_Section):
         username: broker user (default: the gateway id).
         password_env: environment variable holding the password.
         password_file: file holding the password (mode 0600).
+        tls: TLS with a client certificate (``[uplink.tls]``), instead of a password.
         protocol: ``json`` (the platform's own JSON scheme, the default) or ``sparkplug``
             (Sparkplug B 3.0: group id = the site, edge node id = the gateway id; see
             ``docs/sparkplug.md``). ``tiangong``, the scheme's former name, means ``json``.
@@ -109,6 +128,7 @@ class UplinkSection(_Section):
     username: str | None = None
     password_env: str | None = None
     password_file: Path | None = None
+    tls: UplinkTls | None = None
     protocol: Literal["json", "sparkplug"] = "json"
     primary_host_id: SparkplugHostId | None = None
     mqtt_version: Literal[4, 5] = 5

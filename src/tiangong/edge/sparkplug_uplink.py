@@ -76,7 +76,7 @@ from tiangong.edge.errors import CommandError, EdgeConfigError
 from tiangong.edge.forwarding import ForwardQueue
 from tiangong.edge.link_meter import LinkMeter
 from tiangong.edge.thing_model import GATEWAY_MODEL
-from tiangong.edge.uplink import CommandHandler, CommandRequest
+from tiangong.edge.uplink import CommandHandler, CommandRequest, uplink_tls_context
 from tiangong.network.errors import MqttError, SparkplugError, SparkplugMetricError
 from tiangong.network.mqtt import MqttClient, ProtocolVersion, Subscription, Will
 from tiangong.network.sparkplug import (
@@ -710,6 +710,7 @@ class SparkplugUplink:
         self.config = config
         self.buffer = buffer
         self._password = password
+        self._tls = uplink_tls_context(config)  # a bad file fails the start, not each attempt
         self._on_command = on_command
         self._devices_status = devices_status
         self._window_size = window
@@ -816,6 +817,7 @@ class SparkplugUplink:
                 session_expiry=0,
                 reconnect=False,
                 keepalive=20,
+                tls=self._tls,
                 will=Will(topic=will.topic, payload=will.payload, qos=will.qos, retain=will.retain),
             )
             try:

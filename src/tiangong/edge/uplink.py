@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,15 +35,15 @@ import orjson
 from tiangong.edge.buffer import ForwardBuffer, StoredFrame
 from tiangong.edge.config import EdgeConfig
 from tiangong.edge.coordinator import LinkQuality
-from tiangong.edge.errors import CommandError
+from tiangong.edge.errors import CommandError, EdgeConfigError
 from tiangong.edge.forwarding import ForwardQueue
 from tiangong.edge.link_meter import LinkMeter
 from tiangong.network.access import Channel, DeviceTopic
 from tiangong.network.errors import MqttError
 from tiangong.network.mqtt import MqttClient, ProtocolVersion, Subscription, Will
-from tiangong.network.mqtt.client import InboundMessage
+from tiangong.network.mqtt.client import InboundMessage, client_tls_context
 
-__all__ = ["CommandRequest", "Uplink", "parse_command"]
+__all__ = ["CommandRequest", "Uplink", "parse_command", "uplink_tls_context"]
 
 _log = logging.getLogger(__name__)
 
@@ -58,6 +59,21 @@ class CommandRequest:
 
 
 CommandHandler = Callable[[CommandRequest], Awaitable[dict[str, Any]]]
+
+
+def uplink_tls_context(config: EdgeConfig) -> ssl.SSLContext | None:
+    """The TLS context of ``[uplink.tls]``, or ``None`` for a plain connection.
+
+    Raises:
+        EdgeConfigError: a file is missing or not what it should be.
+    """
+    tls = config.uplink.tls
+    if tls is None:
+        return None
+    try:
+        return client_tls_context(cafile=tls.ca, certfile=tls.cert, keyfile=tls.key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise EdgeConfigError("edge config", None, f"uplink.tls: {exc}") from exc
 
 
 class Uplink:
@@ -85,6 +101,7 @@ class Uplink:
         self.config = config
         self.buffer = buffer
         self._password = password
+        self._tls = uplink_tls_context(config)  # a bad file fails the start, not each attempt
         self._on_command = on_command
         self._devices_status = devices_status
         self._window = asyncio.Semaphore(window)
@@ -163,6 +180,7 @@ class Uplink:
             client = MqttClient(
                 host=uplink.host,
                 port=uplink.port,
+                tls=self._tls,
                 client_id=self.config.gateway.id,
                 username=uplink.username or self.config.gateway.id,
                 password=self._password,

@@ -123,6 +123,27 @@ def idnode_command(
         ),
     ] = 1,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
+    rate_limit: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            envvar="TIANGONG_ID_RATE_LIMIT",
+            help="Requests per second per client address (UDP, TCP and HTTP together);"
+            " 0: no limit. Over it: SERVER_TOO_BUSY (3), HTTP 429.",
+        ),
+    ] = 5000.0,
+    burst: Annotated[
+        float,
+        typer.Option(
+            min=1, envvar="TIANGONG_ID_BURST", help="Requests a client address may send at once."
+        ),
+    ] = 20000.0,
+    rate_exempt: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An IP address never rate limited (repeat): a parent, child or resolver."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False,
 ) -> None:
     """Run an identifier node (Handle protocol over UDP+TCP, REST over HTTP).
@@ -156,6 +177,9 @@ def idnode_command(
         trust_dir=trust_dir,
         workers=workers,
         worker=worker,
+        rate_limit=rate_limit,
+        burst=burst,
+        rate_exempt=frozenset(rate_exempt or ()),
     )
     if workers > 1 and port == 0:
         raise typer.BadParameter("--workers needs a fixed --port (workers share it)")

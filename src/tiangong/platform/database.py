@@ -1,6 +1,7 @@
 """The metadata database: everything but telemetry.
 
-Tenants, sites, thing models, devices, tokens, rules, alarms, dead letters and KPI samples.
+Tenants, sites, thing models, devices, tokens, users and sessions, rules, alarms, dead letters
+and KPI samples.
 One schema, written once with SQLAlchemy Core, runs on SQLite (embedded, for ``tiangong up``)
 and on PostgreSQL (deployments, shared by every platform instance). Telemetry does not live here:
 it goes to the time-series store, which needs storage tuned for millions of points per second.
@@ -32,6 +33,8 @@ __all__ = [
     "sites",
     "tenants",
     "thing_models",
+    "user_sessions",
+    "users",
     "utc",
 ]
 
@@ -131,6 +134,40 @@ api_tokens = sa.Table(
     sa.Column("expires_at", _TS, nullable=True),
     sa.Column("last_used_at", _TS, nullable=True),
     sa.Column("revoked_at", _TS, nullable=True),
+    # Space-separated scopes narrowing the role's; NULL = all of the role's.
+    sa.Column("scopes", sa.String(400), nullable=True),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    # User names are unique platform-wide, so signing in needs no tenant.
+    sa.Column("username", _NAME, nullable=False, unique=True),
+    sa.Column("tenant_id", _NAME, sa.ForeignKey("tenants.id"), nullable=True),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("password_hash", sa.String(400), nullable=False),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("password_changed_at", _TS, nullable=False),
+    sa.Column("disabled_at", _TS, nullable=True),
+    sa.Column("last_login_at", _TS, nullable=True),
+    sa.Index("ix_users_tenant", "tenant_id"),
+)
+
+user_sessions = sa.Table(
+    "user_sessions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column(
+        "user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("last_used_at", _TS, nullable=False),
+    sa.Column("expires_at", _TS, nullable=False),
+    sa.Column("revoked_at", _TS, nullable=True),
+    sa.Index("ix_user_sessions_user", "user_id"),
 )
 
 rules = sa.Table(

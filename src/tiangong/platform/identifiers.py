@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
 from tiangong.identity.auth import AdminIdentity
 from tiangong.identity.client import HandleClient, ServerAddress, error_text
@@ -61,6 +61,10 @@ from tiangong.identity.handle.values import URL, HandleValue, ValueReference
 from tiangong.identity.trace import COMPONENT
 from tiangong.platform.model import Device
 from tiangong.platform.registry import DeviceRegistry
+from tiangong.security.audit import AuditError
+
+if TYPE_CHECKING:
+    from tiangong.security.audit import AuditTrail
 
 __all__ = [
     "COMPONENT",
@@ -227,6 +231,9 @@ class IdentifierPublisher:
         retry_max: longest backoff.
         drain_timeout: seconds to wait for pending writes when leaving.
         client: the Handle client (default: one with ``identity`` and ``timeout``).
+        audit: the platform's audit trail: every identifier written, and every one the node
+            refused, is recorded there (``identifier.write``), with the admin identity used.
+            Failed attempts that are retried are counted in ``stats``, not recorded.
     """
 
     def __init__(
@@ -246,6 +253,7 @@ class IdentifierPublisher:
         retry_max: float = 30.0,
         drain_timeout: float = 2.0,
         client: HandleClient | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         if not prefix or "/" in prefix:
             raise ValueError(f"{prefix!r} is not a prefix (e.g. 88.100.1)")
@@ -265,6 +273,8 @@ class IdentifierPublisher:
         self.retry_max = retry_max
         self.drain_timeout = drain_timeout
         self.client = client or HandleClient(identity=identity, timeout=timeout)
+        self.audit = audit
+        self._actor = str(identity.reference)
         self.stats = PublisherStats()
         self._pending: OrderedDict[str, tuple[HandleValue, ...]] = OrderedDict()
         self._in_flight: set[str] = set()
@@ -455,12 +465,39 @@ class IdentifierPublisher:
                 _log.info("identifier node %s is taking writes again", self.node)
             self._failing = False
             self._delay = self.retry_initial
+            await self._audit(handle, values, "ok")
             return
         if code in _PERMANENT:
             self.stats.rejected += 1
             _log.error("identifier node refused %s: %s (dropped)", handle, error_text(answer))
+            await self._audit(handle, values, f"refused:{code.name}", error_text(answer))
             return
         self._failed(handle, values, error_text(answer))
+
+    async def _audit(
+        self, handle: str, values: tuple[HandleValue, ...], outcome: str, reason: str = ""
+    ) -> None:
+        """Record a write the node took or refused (the write is done: a failure is logged)."""
+        if self.audit is None:
+            return
+        detail: dict[str, object] = {
+            "node": f"{self.node.host}:{self.node.port}",
+            "indexes": [v.index for v in values],
+            "kind": "device" if handle.partition("/")[2] in self._devices else "batch",
+        }
+        if reason:
+            detail["reason"] = reason
+        try:
+            await self.audit.record(
+                actor=self._actor,
+                action="identifier.write",
+                target=handle,
+                tenant_id=self.tenant_id,
+                outcome=outcome,
+                detail=detail,
+            )
+        except AuditError:
+            _log.exception("identifier write of %s not audited", handle)
 
     def _failed(self, handle: str, values: tuple[HandleValue, ...], reason: str) -> None:
         self.stats.failures += 1

@@ -90,6 +90,25 @@ class PlatformMetrics:
             "Connections refused by the embedded broker (bad or revoked credentials)",
             registry=r,
         )
+        self.api_refused = Counter(
+            "tiangong_api_refused",
+            "API requests refused by a limit, by reason (rate_address, rate_credential,"
+            " body_too_large, url_too_long, headers_too_large)",
+            ["reason"],
+            registry=r,
+        )
+        self.ingest_rate_limited = Counter(
+            "tiangong_ingest_rate_limited_messages",
+            "Device messages dead-lettered because the device exceeded its rate",
+            registry=r,
+        )
+        self.broker_refusals = Counter(
+            "tiangong_broker_refusals",
+            "Connections, publishes and subscriptions refused by the embedded broker, by kind"
+            " (credentials, decommissioned, certificate_*, topic_publish, topic_subscribe)",
+            ["kind"],
+            registry=r,
+        )
         self.broker_acl_denials = Counter(
             "tiangong_broker_acl_denials",
             "Publishes and subscriptions refused by the embedded broker's topic authorization",

@@ -35,13 +35,14 @@ if TYPE_CHECKING:
     from tiangong.data.store import AnalyticsStore
 
 from tiangong.network.access import Channel, DeviceTopic
-from tiangong.network.broker import EmbeddedBroker
+from tiangong.network.broker import BrokerTls, EmbeddedBroker
 from tiangong.network.errors import MqttError, NetworkError
 from tiangong.network.http_listener import HttpListener, bind_listener
 from tiangong.network.mqtt import MqttClient, ProtocolVersion, Subscription, Will
 from tiangong.network.mqtt.client import ClientStats
 from tiangong.platform.alarms.service import AlarmService
 from tiangong.platform.broker_access import SERVICE_USER, RegistryBrokerAuthority
+from tiangong.platform.certificates import PlatformCertificates
 from tiangong.platform.commands import CommandService
 from tiangong.platform.database import Database
 from tiangong.platform.errors import (
@@ -62,6 +63,9 @@ from tiangong.platform.sparkplug.host_service import SparkplugHostService
 from tiangong.platform.tokens import TokenService
 from tiangong.platform.tsdb.base import TimeSeriesStore
 from tiangong.platform.tsdb.duckdb_store import DuckDBStore
+from tiangong.security.audit import AuditTrail
+from tiangong.security.monitor import SecurityMonitor
+from tiangong.security.users import UserService
 
 __all__ = ["Platform"]
 
@@ -93,6 +97,8 @@ class Platform:
         self.alarms = AlarmService(self.db, self.metrics)
         self.kpis = KpiService(self.db, self.registry, self.store)
         self.tokens = TokenService(self.db)
+        self.users = UserService(self.db)
+        self.audit: AuditTrail  # set in _start, once the database is open (security.audit)
         self.sparkplug: SparkplugHostService | None = None
         if settings.sparkplug_enabled:
             self.sparkplug = SparkplugHostService(
@@ -107,12 +113,34 @@ class Platform:
             store=self.store,
             dead_letters=self.dead_letters,
             metrics=self.metrics,
-            settings=ingest or IngestSettings(),
+            settings=ingest
+            or IngestSettings(
+                device_messages=settings.ingest_device_messages,
+                device_points=settings.ingest_device_points,
+                device_burst=settings.ingest_device_burst,
+            ),
             command_answers=self.commands.answer,
             sparkplug=self.sparkplug,
         )
         self.pipeline.add_listener(self.alarms.on_commit)
-        self.authority = RegistryBrokerAuthority(self.registry, self.metrics)
+        self.certificates = PlatformCertificates(
+            settings.data_dir, server_hostnames=settings.mqtt_tls_hostnames
+        )
+        self.authority = RegistryBrokerAuthority(
+            self.registry,
+            self.metrics,
+            certificates=self.certificates,
+            require_certificates=settings.mqtt_require_certificates,
+        )
+        # Security monitoring (security.monitor): fed by ingest commits and dead letters, the
+        # broker's refusals and (from the user service) logins.
+        self.security = SecurityMonitor(
+            engine=lambda: self.db.engine, registry=self.metrics.registry, directory=self.registry
+        )
+        self.pipeline.add_listener(self.security.on_commit)
+        self.pipeline.add_rejection_listener(self.security.on_ingest_rejection)
+        self.authority.add_refusal_listener(self.security.on_broker_refusal)
+        self.users.add_login_listener(self.security.on_login)
         self._embedded_broker = embedded_broker
         self.broker: EmbeddedBroker | None = None
         self.admin_token = ""
@@ -170,7 +198,13 @@ class Platform:
             self._stack.callback(http_socket.close)
         await self.db.open()
         self._stack.push_async_callback(self.db.close)
+        self.audit = AuditTrail(
+            self.db.engine, checkpoint=settings.data_dir / "audit-checkpoint.json"
+        )
+        await self.audit.open()
+        self._stack.push_async_callback(self.audit.close)  # writes the last token-use counts
         await self.registry.refresh()
+        await self._stack.enter_async_context(self.security)
         await self.store.open()
         self._stack.push_async_callback(self.store.close)
         await self.alarms.load()
@@ -180,10 +214,18 @@ class Platform:
         self.admin_token, self.admin_token_generated = await self.tokens.bootstrap_admin(
             settings.data_dir / "admin-token", configured
         )
+        self._stack.callback(self.certificates.close)
         if self._embedded_broker:
+            tls = None
+            if settings.mqtt_tls_port is not None:
+                context = await asyncio.to_thread(self.certificates.server_context)
+                tls = BrokerTls(port=settings.mqtt_tls_port, context=context)
             self.broker = await self._stack.enter_async_context(
                 EmbeddedBroker(
-                    host=settings.mqtt_host, port=settings.mqtt_port, authority=self.authority
+                    host=settings.mqtt_host,
+                    port=settings.mqtt_port,
+                    authority=self.authority,
+                    tls=tls,
                 )
             )
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
@@ -195,12 +237,14 @@ class Platform:
             )
         loops: list[tuple[str, float, Callable[[], Awaitable[object]]]] = [
             ("rollups", settings.rollup_interval, self.store.refresh_rollups),
+            ("audit-token-use", 30.0, self.audit.flush_token_use),
             ("retention", settings.retention_interval, self._retention),
             ("kpi-sample", settings.kpi_interval, self.kpis.sample),
             ("last-seen", 15.0, self.registry.flush_last_seen),
             ("offline-detection", min(30.0, settings.offline_after / 2), self._detect_offline),
             ("gauges", 2.0, self._gauges),
             ("dead-letter-prune", 3600.0, self.dead_letters.prune),
+            ("session-prune", 3600.0, self.users.prune_sessions),
         ]
         if not self.db.is_sqlite:
             loops.append(("registry-refresh", 30.0, self.registry.refresh))
@@ -210,6 +254,18 @@ class Platform:
             )
         if self._embedded_broker:
             self._other_tasks.append(tasks.create_task(self._presence(), name="platform-presence"))
+        if self.broker is not None and self.broker.tls is not None:
+            broker = self.broker
+            self._other_tasks.append(
+                tasks.create_task(
+                    self._every(
+                        "certificate-sweep",
+                        settings.mqtt_revocation_check,
+                        lambda: self.certificates.sweep(broker),
+                    ),
+                    name="platform-certificate-sweep",
+                )
+            )
         if settings.report_nats:
             reporter = await self._start_reporting()
             self._other_tasks.append(tasks.create_task(reporter.run(), name="platform-reports"))
@@ -239,7 +295,9 @@ class Platform:
         keys_dir = settings.report_keys_dir or settings.data_dir / "report-keys"
         catalog = standard_catalog()
         try:
-            keys, generated = KeyRing.load_or_generate(keys_dir, settings.report_enterprise_id)
+            keys, generated = KeyRing.load_or_generate(
+                keys_dir, settings.report_enterprise_id, settings.report_algorithm
+            )
             if generated:
                 _log.info(
                     "reports: new signing key in %s; give %s to the sub-centers to trust",

@@ -71,6 +71,23 @@ class PlatformSettings(BaseSettings):
         sparkplug_host_id: the Sparkplug host id; its STATE topic is
             ``spBv1.0/STATE/<host id>``, which edge nodes name as their primary host.
         sparkplug_rebirth_interval: seconds between two rebirth requests to the same node.
+        mqtt_tls_port: port of the embedded broker's TLS listener, where devices log in with
+            the client certificate their tenant's CA issued (None: no TLS listener).
+        mqtt_tls_hostnames: extra DNS names or IP addresses the broker's server certificate
+            is valid for (``localhost`` and ``127.0.0.1`` always are).
+        mqtt_require_certificates: refuse device password logins on the embedded broker; turn
+            it on once every device has enrolled for a certificate.
+        mqtt_revocation_check: seconds between checks of connected certificates against
+            revocations made by other processes (the API's revocations act at once).
+        api_rate_limit: API requests per second per client address (0: no limit).
+        api_burst: API requests a client address may send at once.
+        api_token_rate_limit: API requests per second per token or session (0: no limit).
+        api_token_burst: API requests a token or session may send at once.
+        api_max_body_bytes: largest API request body (413 beyond).
+        ingest_device_messages: MQTT messages per second per device (0: no limit); a
+            gateway's budget is multiplied by 1 + its number of child devices.
+        ingest_device_points: data points per second per device (0: no limit), scaled alike.
+        ingest_device_burst: seconds of a device's rate it may send at once.
     """
 
     model_config = SettingsConfigDict(env_prefix="TIANGONG_", extra="ignore")
@@ -102,6 +119,20 @@ class PlatformSettings(BaseSettings):
     # Sparkplug ids may hold any UTF-8 but MQTT's level separator and wildcards.
     sparkplug_host_id: str = Field(default="tiangong", pattern=r"^[^/+#\x00]{1,128}$")
     sparkplug_rebirth_interval: float = Field(default=5.0, ge=0)
+    # Device certificates on MQTT (docs/security.md, "MQTT over TLS with client certificates").
+    mqtt_tls_port: int | None = Field(default=None, ge=1, le=65535)
+    mqtt_tls_hostnames: list[str] = Field(default_factory=list)
+    mqtt_require_certificates: bool = False
+    mqtt_revocation_check: float = Field(default=2.0, gt=0)
+    # Rate and size limits (docs/security.md, "Rate limits and input limits").
+    api_rate_limit: float = Field(default=200.0, ge=0)
+    api_burst: float = Field(default=1000.0, ge=1)
+    api_token_rate_limit: float = Field(default=100.0, ge=0)
+    api_token_burst: float = Field(default=500.0, ge=1)
+    api_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    ingest_device_messages: float = Field(default=200.0, ge=0)
+    ingest_device_points: float = Field(default=200_000.0, ge=0)
+    ingest_device_burst: float = Field(default=10.0, gt=0)
     # Indicator reports to the data centers (docs/data-centers.md): off unless report_nats is
     # set. The enterprise is one tenant of this platform, identified as national statistics do.
     report_nats: list[str] = Field(default_factory=list)
@@ -112,6 +143,8 @@ class PlatformSettings(BaseSettings):
     report_industry: str | None = None
     report_destinations: list[str] = Field(default_factory=list)
     report_keys_dir: Path | None = None
+    # Signature of the enterprise's reports: Ed25519, or SM2 with SM3 (national cryptography).
+    report_algorithm: Literal["ed25519", "sm2"] = "ed25519"
     report_policy_file: Path | None = None
     report_interval: float = Field(default=300.0, gt=0)
     report_unit_price_cny: float = Field(default=850.0, ge=0)

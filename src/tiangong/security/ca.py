@@ -82,6 +82,8 @@ __all__ = [
     "VerifiedDevice",
     "device_uri",
     "generate_device_key_and_csr",
+    "sign_rotation_request",
+    "verify_rotation_request",
 ]
 
 CA_KEY_FILE: Final = "ca-key.pem"
@@ -290,6 +292,67 @@ def generate_device_key_and_csr(device_id: str) -> tuple[bytes, bytes]:
         serialization.NoEncryption(),
     )
     return key_pem, csr.public_bytes(serialization.Encoding.PEM)
+
+
+_ROTATION_CONTEXT: Final = b"tiangong certificate rotation v1\x00"
+
+
+def _rotation_message(csr_pem: bytes) -> bytes:
+    # A context prefix, so a signature made for rotation can never pass for anything else
+    # the device key signs (TLS handshakes sign their own, differently framed, transcripts).
+    return _ROTATION_CONTEXT + x509.load_pem_x509_csr(csr_pem).public_bytes(
+        serialization.Encoding.DER
+    )
+
+
+def sign_rotation_request(current_key_pem: bytes, csr_pem: bytes) -> bytes:
+    """Sign a rotation CSR with the device's *current* key (proof of possession).
+
+    The new CSR is signed by its own new key (proving that one); this signature by the key of
+    the certificate being replaced proves the request comes from the holder of the current
+    identity. Both together are what ``POST /api/v1/certificates/rotate`` checks.
+
+    Raises:
+        ValueError: The key or the CSR cannot be read, or the key type is not EC or RSA.
+    """
+    key = serialization.load_pem_private_key(current_key_pem, None)
+    message = _rotation_message(csr_pem)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(message, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        from cryptography.hazmat.primitives.asymmetric import padding  # noqa: PLC0415
+
+        return key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    raise ValueError(f"unsupported device key type {type(key).__name__}")
+
+
+def verify_rotation_request(current_cert_pem: bytes, csr_pem: bytes, signature: bytes) -> None:
+    """Check :func:`sign_rotation_request`'s signature against the current certificate's key.
+
+    Raises:
+        EnrolmentError: ``CSR_MALFORMED`` for unreadable input, ``CSR_SIGNATURE_INVALID`` when
+            the signature does not verify.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(current_cert_pem)
+        message = _rotation_message(csr_pem)
+    except ValueError as exc:
+        raise EnrolmentError(EnrolmentFailure.CSR_MALFORMED, str(exc)) from exc
+    public_key = cert.public_key()
+    try:
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(public_key, rsa.RSAPublicKey):
+            from cryptography.hazmat.primitives.asymmetric import padding  # noqa: PLC0415
+
+            public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            raise EnrolmentError(EnrolmentFailure.KEY_UNSUPPORTED, type(public_key).__name__)
+    except InvalidSignature as exc:
+        raise EnrolmentError(
+            EnrolmentFailure.CSR_SIGNATURE_INVALID,
+            "the rotation request is not signed by the current certificate's key",
+        ) from exc
 
 
 def _utc_now() -> dt.datetime:

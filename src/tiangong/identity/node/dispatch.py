@@ -51,7 +51,14 @@ from tiangong.identity.handle.values import (
     SiteInfo,
     ValueReference,
 )
-from tiangong.identity.node.service import ANONYMOUS, HandleNode, Identity, NodeError, Referral
+from tiangong.identity.node.service import (
+    ANONYMOUS,
+    WRITE_SOURCE,
+    HandleNode,
+    Identity,
+    NodeError,
+    Referral,
+)
 from tiangong.identity.store.base import WouldBlock
 
 log = logging.getLogger(__name__)
@@ -74,6 +81,20 @@ WRITE_OPS = frozenset(
         OpCode.UNHOME_NA,
     }
 )
+
+
+def _peer_text(peer: Hashable) -> str:
+    """``tcp:192.0.2.7`` from the transports' peer keys (``("tcp", host)``, ``("udp", addr)``)."""
+    if isinstance(peer, tuple) and len(peer) == 2:
+        transport, address = peer
+        host = address[0] if isinstance(address, tuple) and address else address
+        return f"{transport}:{host}"
+    return str(peer)
+
+
+def _target(body: Body) -> str:
+    handle = getattr(body, "handle", "")
+    return handle if isinstance(handle, str) else ""
 
 
 class Answerer(Protocol):
@@ -152,21 +173,32 @@ class Dispatcher:
         if pending is None or pending.expires < self._now():
             raise NodeError(ResponseCode.AUTHEN_TIMEOUT, "no open challenge for this request id")
         original = pending.request
-        identity = await self._verify(body, pending)
-        if identity is None:
-            if self.writable is not None:
-                self.writable.stats.refused += 1
-            return self.error(
-                original,
-                ResponseCode.AUTHENTICATION_FAILED,
-                f"the answer for {body.user_index}:{body.user} does not verify",
-                b"",
-            )
+        # The node's audit trail records where each write decision came from.
+        source = WRITE_SOURCE.set(_peer_text(peer))
         try:
+            identity = await self._verify(body, pending)
+            if identity is None:
+                if self.writable is not None:
+                    self.writable.stats.refused += 1
+                    await self.writable.audit_write(
+                        f"op.{original.header.op.name.lower()}",
+                        _target(original.body),
+                        actor=f"{body.user_index}:{body.user}",
+                        outcome=f"refused:{ResponseCode.AUTHENTICATION_FAILED.name}",
+                        detail={"reason": "the challenge answer does not verify"},
+                    )
+                return self.error(
+                    original,
+                    ResponseCode.AUTHENTICATION_FAILED,
+                    f"the answer for {body.user_index}:{body.user} does not verify",
+                    b"",
+                )
             return await self._perform(original, identity, b"")
         except NodeError as exc:
             # The answer to the original request, not to the challenge answer.
             return self.error(original, exc.code, exc.message, b"")
+        finally:
+            WRITE_SOURCE.reset(source)
 
     async def _verify(self, answer: ChallengeAnswer, pending: _Pending) -> Identity | None:
         assert self.writable is not None

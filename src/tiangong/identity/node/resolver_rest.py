@@ -1,10 +1,13 @@
 """The resolver's REST API: ``GET /api/handles/{handle}`` answered through the hierarchy.
 
 The same JSON shapes as a node's Handle.Net-compatible API (``node/rest.py``). A resolver
-holds no records, so it takes no writes: PUT and DELETE get 405.
+holds no records, so it takes no writes: PUT and DELETE get 405. A client address over its
+rate gets 429 with ``responseCode`` 3, as from a node (``SourceRateLimit``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import orjson
 from fastapi import FastAPI, Request
@@ -13,6 +16,7 @@ from fastapi.responses import Response
 from tiangong.identity.errors import ResolutionError
 from tiangong.identity.handle.json_format import error_entity, http_status, record_to_json
 from tiangong.identity.handle.protocol import ResponseCode
+from tiangong.identity.node.rest import SourceRateLimit
 from tiangong.identity.resolver import ResolverNode
 
 
@@ -20,9 +24,18 @@ def _json(status: int, entity: dict[str, object]) -> Response:
     return Response(orjson.dumps(entity), status_code=status, media_type="application/json")
 
 
-def create_resolver_rest_app(node: ResolverNode) -> FastAPI:
-    """The resolver's HTTP API."""
+def create_resolver_rest_app(
+    node: ResolverNode, *, over_rate: Callable[[object], bool] | None = None
+) -> FastAPI:
+    """The resolver's HTTP API.
+
+    Args:
+        node: the resolver.
+        over_rate: the per-address rate check (``NodeServer.over_rate``); None: no limit.
+    """
     app = FastAPI(title="Tiangong identifier resolver", docs_url=None, redoc_url=None)
+    if over_rate is not None:
+        app.add_middleware(SourceRateLimit, over_rate=over_rate)
 
     @app.get("/api/handles/{handle:path}")
     async def get_handle(handle: str, request: Request) -> Response:

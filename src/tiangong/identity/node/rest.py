@@ -48,6 +48,10 @@ get the 401/402 challenge for Basic.
 
 Bad input never produces a 500: an unreadable body or value is 400/202 naming the value, a bad
 query parameter 400/4 naming the parameter, a body over ``max_body_bytes`` 413.
+
+Rate: with ``over_rate`` (the ``NodeServer``'s per-address check, shared with UDP and TCP), a
+client address over its rate gets HTTP 429 with ``Retry-After: 1`` and ``responseCode`` 3
+(SERVER_TOO_BUSY, the Handle protocol's nearest code) before its request is read.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ import base64
 import binascii
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
@@ -77,9 +81,16 @@ from tiangong.identity.handle.json_format import (
 )
 from tiangong.identity.handle.protocol import ResponseCode
 from tiangong.identity.handle.values import HS_SECKEY, HandleRecord, HandleValue
-from tiangong.identity.node.service import ANONYMOUS, HandleNode, Identity, NodeError, Referral
+from tiangong.identity.node.service import (
+    ANONYMOUS,
+    WRITE_SOURCE,
+    HandleNode,
+    Identity,
+    NodeError,
+    Referral,
+)
 
-__all__ = ["HANDLES_PATH", "create_rest_app"]
+__all__ = ["HANDLES_PATH", "SourceRateLimit", "create_rest_app"]
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +236,12 @@ class _HandleApi:
     # ------------------------------------------------------------ request parts
 
     async def identity(self, request: Request) -> Identity:
-        """Who sent ``request``: anonymous without ``Authorization``, else a verified identity."""
+        """Who sent ``request``: anonymous without ``Authorization``, else a verified identity.
+
+        Also notes the peer for the node's audit trail (each request runs in its own context).
+        """
+        if request.client is not None:
+            WRITE_SOURCE.set(f"http:{request.client.host}")
         header = request.headers.get("authorization")
         if header is None:
             return ANONYMOUS
@@ -557,12 +573,61 @@ async def _unexpected_handler(request: Request, exc: Exception) -> Response:
     return _RefusalError(500, ResponseCode.ERROR, "internal error").response()
 
 
-def create_rest_app(node: HandleNode, *, max_body_bytes: int = 1_048_576) -> FastAPI:
+_Scope = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+_Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+_RATE_LIMITED: Final = orjson.dumps(
+    error_entity(
+        ResponseCode.SERVER_TOO_BUSY,
+        None,
+        "rate limited: too many requests from this address; retry later",
+    )
+)
+
+
+class SourceRateLimit:
+    """ASGI middleware: 429 / ``responseCode`` 3 for a client address over its rate.
+
+    Args:
+        app: the application behind it.
+        over_rate: says whether a request from an address is over its rate (and counts it).
+    """
+
+    def __init__(
+        self,
+        app: Callable[[_Scope, _Receive, _Send], Awaitable[None]],
+        over_rate: Callable[[object], bool],
+    ) -> None:
+        self.app = app
+        self.over_rate = over_rate
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        """Refuse the request or pass it on."""
+        client = scope.get("client")
+        if scope["type"] == "http" and client and self.over_rate(client[0]):
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"retry-after", b"1"),
+                (b"content-length", b"%d" % len(_RATE_LIMITED)),
+            ]
+            await send({"type": "http.response.start", "status": 429, "headers": headers})
+            await send({"type": "http.response.body", "body": _RATE_LIMITED})
+            return
+        await self.app(scope, receive, send)
+
+
+def create_rest_app(
+    node: HandleNode,
+    *,
+    max_body_bytes: int = 1_048_576,
+    over_rate: Callable[[object], bool] | None = None,
+) -> FastAPI:
     """The Handle.Net-compatible REST API of ``node`` (see the module docstring).
 
     Args:
         node: the node whose records are served; it is started and closed by its owner.
         max_body_bytes: the largest PUT body accepted; a larger one is answered 413.
+        over_rate: the per-address rate check (``NodeServer.over_rate``); None: no limit.
 
     Raises:
         ValueError: ``max_body_bytes`` is not positive.
@@ -596,4 +661,6 @@ def create_rest_app(node: HandleNode, *, max_body_bytes: int = 1_048_576) -> Fas
     ]
     for path, endpoint, method in routes:
         app.add_api_route(path, endpoint, methods=[method], tags=["handles"])
+    if over_rate is not None:
+        app.add_middleware(SourceRateLimit, over_rate=over_rate)
     return app

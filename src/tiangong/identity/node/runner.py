@@ -19,7 +19,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tiangong.identity import auth
 from tiangong.identity.client import HandleClient, ServerAddress, error_text
@@ -49,6 +49,7 @@ from tiangong.identity.node.service import (
 )
 from tiangong.identity.resolver import Resolver, ResolverNode
 from tiangong.identity.store import open_store
+from tiangong.security.audit import AuditTrail
 
 if TYPE_CHECKING:
     from tiangong.identity.signing import TrustMaterial
@@ -79,6 +80,11 @@ class NodeOptions:
     trust_dir: Path | None = None  # signing key and certificate (tiangong id trust ...)
     workers: int = 1  # processes sharing the port (SO_REUSEPORT); the first one bootstraps
     worker: bool = False  # this process is an extra worker: no bootstrap, no HTTP
+    # Requests per second per client address over UDP, TCP and HTTP (0: no limit), the burst,
+    # and addresses never limited (parents, children, resolvers): docs/identifiers.md.
+    rate_limit: float = 5000.0
+    burst: float = 20000.0
+    rate_exempt: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -127,7 +133,11 @@ async def running_node(options: NodeOptions) -> AsyncIterator[RunningNode]:
         resolver = Resolver(options.parents)
         resolver_node = ResolverNode(resolver)
         async with NodeServer(
-            resolver_node, host=options.host, port=options.port, http_port=options.http_port
+            resolver_node,
+            host=options.host,
+            port=options.port,
+            http_port=options.http_port,
+            **_limits(options),
         ) as server:
             resolver_node.site = own_site(
                 options.advertise or options.host, server.port, server.http_port
@@ -143,14 +153,16 @@ async def running_node(options: NodeOptions) -> AsyncIterator[RunningNode]:
         )
     options.data_dir.mkdir(parents=True, exist_ok=True)
     store_target = options.store_url or str(options.data_dir / "handles.sqlite3")
-    async with open_store(store_target) as store:
+    async with open_store(store_target) as store, node_audit_trail(options.data_dir) as trail:
         node = HandleNode(store, role=options.role)
+        node.audit = trail
         async with NodeServer(
             node,
             host=options.host,
             port=options.port,
             http_port=None if options.worker else options.http_port,
             reuse_port=options.workers > 1 or options.worker,
+            **_limits(options),
         ) as server:
             node.site = own_site(options.advertise or options.host, server.port, options.http_port)
             material = _trust_material(options)
@@ -162,6 +174,10 @@ async def running_node(options: NodeOptions) -> AsyncIterator[RunningNode]:
                 return
             assert options.admin_secret  # checked above for every non-worker
             admin = await node.bootstrap(options.prefix, options.admin_secret)
+            await node.audit_write(
+                "prefix.bootstrap", options.prefix, actor="operator", outcome="ok",
+                detail={"admin": str(admin), "role": options.role.value},
+            )  # fmt: skip
             running = RunningNode(options, server, node, None, admin, material)
             if material is not None:
                 await _publish_trust(running, material)
@@ -169,6 +185,34 @@ async def running_node(options: NodeOptions) -> AsyncIterator[RunningNode]:
                 await register_at_parent(running)
             async with _extra_workers(options, server.port):
                 yield running
+
+
+def _limits(options: NodeOptions) -> dict[str, Any]:
+    """The per-address limits of a node's listeners (``NodeServer`` arguments)."""
+    return {
+        "rate_limit": options.rate_limit or None,
+        "burst": options.burst,
+        "rate_exempt": options.rate_exempt,
+    }
+
+
+@contextlib.asynccontextmanager
+async def node_audit_trail(data_dir: Path) -> AsyncIterator[AuditTrail]:
+    """The node's audit trail: ``audit.sqlite3`` in its data directory, head anchored beside it.
+
+    Every write the node allows or refuses is recorded there (``tiangong audit verify
+    --data-dir`` checks it); the workers of one node share it.
+    """
+    from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{data_dir / 'audit.sqlite3'}")
+    trail = AuditTrail(engine, checkpoint=data_dir / "audit-checkpoint.json")
+    try:
+        await trail.open()
+        yield trail
+    finally:
+        await trail.close()
+        await engine.dispose()
 
 
 @contextlib.asynccontextmanager
@@ -193,6 +237,9 @@ async def _extra_workers(options: NodeOptions, port: int) -> AsyncIterator[None]
         args += ["--advertise", options.advertise]
     if options.trust_dir:
         args += ["--trust-dir", str(options.trust_dir)]
+    args += ["--rate-limit", str(options.rate_limit), "--burst", str(options.burst)]
+    for address in sorted(options.rate_exempt):
+        args += ["--rate-exempt", address]
     env = dict(os.environ)
     env.pop("TIANGONG_ID_ADMIN_SECRET", None)  # workers never write the admin key
     procs = [

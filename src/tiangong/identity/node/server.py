@@ -5,6 +5,19 @@ HTTP resolves over UDP at once. Bad input never stops a listener: a datagram or 
 not decode is answered with an error code when its header could be read (so the client stops
 waiting), counted, and dropped otherwise. In-flight requests are bounded; beyond the bound a
 node answers SERVER_TOO_BUSY (3) instead of queueing without limit.
+
+Per-source limits (``rate_limit``/``burst``): one token bucket per client IP address, shared by
+UDP, TCP and the REST API (``tiangong.security.ratelimit``; bounded memory, O(1) per request).
+The check is the first thing a datagram meets, before the response cache, so it must stay a
+dict lookup and some arithmetic. The Handle protocol has no "rate limited" code; the closest is
+SERVER_TOO_BUSY (3), which clients treat as "try later or elsewhere". Over TCP (the address is
+proven by the handshake) every refused request gets it. Over UDP the source may be forged, so
+answering every refused datagram would make the node a reflector aimed at the forged address:
+only every ``udp_slip``-th refused datagram is answered with SERVER_TOO_BUSY (as DNS response
+rate limiting "slips" a truncated answer), the others are dropped, and a real client learns
+that it is limited on its next retry. Addresses in ``rate_exempt`` (a node's own parent,
+children or resolvers) are not limited. TCP connections are also capped per source address
+(``max_connections_per_source``) beside the overall cap.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from tiangong.identity.handle.messages import Message
 from tiangong.identity.handle.protocol import ENVELOPE_SIZE, MAX_UDP_PACKET, OpCode, ResponseCode
 from tiangong.identity.node.dispatch import Answerer, Dispatcher
 from tiangong.identity.node.response_cache import ResponseCache
+from tiangong.security.ratelimit import ConcurrencyLimit, TokenBuckets
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +44,8 @@ MAX_IN_FLIGHT = 4096
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 TCP_IDLE_TIMEOUT = 60.0
 MAX_TCP_CONNECTIONS = 1024
+MAX_TCP_CONNECTIONS_PER_SOURCE = 64
+RATE_LIMITED_TEXT = "rate limited: too many requests from this address; retry later"
 
 
 @dataclass
@@ -41,6 +57,8 @@ class ListenerStats:
     malformed: int = 0
     busy: int = 0
     tcp_connections: int = 0
+    rate_limited: int = 0
+    connections_refused: int = 0
 
 
 def _error_reply(exc: CodecError) -> bytes | None:
@@ -62,6 +80,10 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         server = self.server
         server.stats.udp_requests += 1
+        rate = server.rate
+        if rate is not None and addr[0] not in server.rate_exempt and not rate.take(addr[0]):
+            self._refuse(data, addr)
+            return
         cached = server.responses.answer(data)
         if cached is not None:
             # The hot path: a repeated public resolution answered from encoded bytes.
@@ -102,6 +124,23 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         task = asyncio.ensure_future(self._answer(message, raw, addr))
         server.tasks.add(task)
         task.add_done_callback(server.tasks.discard)
+
+    def _refuse(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        """A datagram over its source's rate: dropped, or now and then answered (docstring)."""
+        server = self.server
+        server.stats.rate_limited += 1
+        if server.stats.rate_limited % server.udp_slip or self.transport is None:
+            return
+        try:
+            message = codec.decode_message(data)
+        except CodecError:
+            return  # not worth an answer
+        if message.header.response is not ResponseCode.REQUEST:
+            return  # never answer a response (two nodes could loop)
+        reply = server.dispatcher.error(
+            message, ResponseCode.SERVER_TOO_BUSY, RATE_LIMITED_TEXT, b""
+        )
+        self._send(reply, addr)
 
     async def _answer(self, message: Message, raw: bytes, addr: tuple[str | object, ...]) -> None:
         try:
@@ -145,6 +184,11 @@ class NodeServer:
         max_in_flight: int = MAX_IN_FLIGHT,
         reuse_port: bool = False,
         response_cache_entries: int = 100_000,
+        rate_limit: float | None = None,
+        burst: float | None = None,
+        rate_exempt: frozenset[str] = frozenset(),
+        udp_slip: int = 2,
+        max_connections_per_source: int = MAX_TCP_CONNECTIONS_PER_SOURCE,
     ) -> None:
         self.node = node
         self.reuse_port = reuse_port
@@ -163,6 +207,26 @@ class NodeServer:
         self._http: asyncio.Task[None] | None = None
         self._http_server: object | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        #: Requests per source address (UDP, TCP and REST alike); None: no limit.
+        self.rate: TokenBuckets[object] | None = None
+        if rate_limit:
+            self.rate = TokenBuckets(
+                rate=rate_limit, burst=burst or 2 * rate_limit, max_keys=65_536
+            )
+        self.rate_exempt = rate_exempt
+        self.udp_slip = max(1, udp_slip)
+        self.sources: ConcurrencyLimit[object] = ConcurrencyLimit(
+            per_key=max_connections_per_source, total=MAX_TCP_CONNECTIONS
+        )
+
+    def over_rate(self, address: object) -> bool:
+        """Whether a request from ``address`` is over its rate (and counted if so)."""
+        if self.rate is None or address in self.rate_exempt:
+            return False
+        if self.rate.take(address):
+            return False
+        self.stats.rate_limited += 1
+        return True
 
     async def __aenter__(self) -> NodeServer:
         loop = asyncio.get_running_loop()
@@ -204,9 +268,9 @@ class NodeServer:
         from tiangong.identity.resolver import ResolverNode  # noqa: PLC0415
 
         if isinstance(self.node, HandleNode):
-            app = create_rest_app(self.node)
+            app = create_rest_app(self.node, over_rate=self.over_rate)
         elif isinstance(self.node, ResolverNode):
-            app = create_resolver_rest_app(self.node)
+            app = create_resolver_rest_app(self.node, over_rate=self.over_rate)
         else:
             raise TypeError(f"no REST API for {type(self.node).__name__}")
         config = uvicorn.Config(
@@ -254,12 +318,14 @@ class NodeServer:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= MAX_TCP_CONNECTIONS:
+        peer = writer.get_extra_info("peername")
+        source = peer[0] if isinstance(peer, tuple) and peer else str(peer)
+        if not self.sources.acquire(source):
+            self.stats.connections_refused += 1
             writer.close()
             return
         self._connections.add(task)
         self.stats.tcp_connections += 1
-        peer = writer.get_extra_info("peername")
         stream = codec.TcpMessageReader()
         try:
             while True:
@@ -279,6 +345,9 @@ class NodeServer:
                     break
                 for raw in frames:
                     self.stats.tcp_requests += 1
+                    if self.over_rate(source):
+                        self._refuse_tcp(raw, writer)
+                        continue
                     cached = self.responses.answer(raw)
                     if cached is not None:
                         writer.write(cached)
@@ -308,9 +377,26 @@ class NodeServer:
             log.exception("TCP connection from %s failed", peer)
         finally:
             self._connections.discard(task)
+            self.sources.release(source)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _refuse_tcp(self, raw: bytes, writer: asyncio.StreamWriter) -> None:
+        """Answer a TCP request over its source's rate with SERVER_TOO_BUSY."""
+        try:
+            message = codec.decode_message(raw)
+        except CodecError as exc:
+            self.stats.malformed += 1
+            reply = _error_reply(exc)
+            if reply is not None:
+                writer.write(reply)
+            return
+        if message.header.response is ResponseCode.REQUEST:
+            error = self.dispatcher.error(
+                message, ResponseCode.SERVER_TOO_BUSY, RATE_LIMITED_TEXT, b""
+            )
+            writer.write(codec.encode_message(error))
 
 
 def _tcp_peer(peer: object) -> Hashable:

@@ -15,9 +15,11 @@ ADD_HANDLE on its prefix handle; creating a prefix handle needs ADD_PREFIX on it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -61,6 +63,7 @@ from tiangong.identity.store.base import HandleStore
 
 if TYPE_CHECKING:
     from tiangong.identity.signing import RecordSigner
+    from tiangong.security.audit import AuditTrail
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,11 @@ ADMIN_GROUP_INDEX = 200
 MAX_VALUE_INDEX = 2**31 - 1
 SITE_VALUE_INDEX = 1
 MAX_GROUP_DEPTH = 8
+
+
+#: Where the request being served came from (``tcp:192.0.2.7``), set by the transport that
+#: decoded it, for the node's audit trail.
+WRITE_SOURCE: ContextVar[str] = ContextVar("tiangong_idnode_write_source", default="")
 
 
 class NodeRole(StrEnum):
@@ -186,6 +194,63 @@ class HandleNode:
         self.signer: RecordSigner | None = None
         self._sign_lock = asyncio.Lock()
         self._homed: tuple[str, ...] = ()
+        # With a trail every write this node allows or refuses is recorded (security.audit):
+        # who (the authenticated admin), what, which handle, from where, and the outcome.
+        self.audit: AuditTrail | None = None
+
+    # ------------------------------------------------------------ audit
+
+    async def audit_write(
+        self,
+        action: str,
+        handle: str,
+        *,
+        actor: str,
+        outcome: str,
+        detail: dict[str, object] | None = None,
+    ) -> None:
+        """Record one write decision in the node's trail (nothing without one).
+
+        Raises:
+            NodeError: the trail did not take it (the operator must know: fail loudly).
+        """
+        if self.audit is None:
+            return
+        from tiangong.security.audit import AuditError  # noqa: PLC0415
+
+        try:
+            await self.audit.record(
+                actor=actor,
+                action=action,
+                target=handle,
+                source=WRITE_SOURCE.get(),
+                outcome=outcome,
+                detail=detail,
+            )
+        except AuditError as exc:
+            log.exception("identifier write %s %s not audited", action, handle)
+            raise NodeError(
+                ResponseCode.ERROR, f"the write decision could not be audited: {exc}"
+            ) from exc
+
+    @contextlib.asynccontextmanager
+    async def _audited(
+        self, action: str, handle: str, identity: Identity, **detail: object
+    ) -> AsyncIterator[None]:
+        actor = str(identity.reference) if identity.reference is not None else "anonymous"
+        try:
+            yield
+        except NodeError as exc:
+            if self.audit is not None:
+                await self.audit_write(
+                    action,
+                    handle,
+                    actor=actor,
+                    outcome=f"refused:{exc.code.name}",
+                    detail=detail | {"reason": exc.message},
+                )
+            raise
+        await self.audit_write(action, handle, actor=actor, outcome="ok", detail=detail)
 
     # ------------------------------------------------------------ setup
 
@@ -545,6 +610,19 @@ class HandleNode:
         overwrite: bool = False,
     ) -> bool:
         """Create ``handle`` with ``values`` (or replace it with ``overwrite``); True if new."""
+        action = "handle.create" + (" overwrite" if overwrite else "")
+        indexes = sorted(v.index for v in values)
+        async with self._audited(action, handle, identity, indexes=indexes):
+            return await self._create(handle, values, identity=identity, overwrite=overwrite)
+
+    async def _create(
+        self,
+        handle: str,
+        values: Sequence[HandleValue],
+        *,
+        identity: Identity,
+        overwrite: bool,
+    ) -> bool:
         handle = self._valid(handle)
         values = self._stamped(values)
         owner = await self._owner_record(handle)
@@ -591,19 +669,27 @@ class HandleNode:
 
     async def delete(self, handle: str, *, identity: Identity) -> None:
         """Delete ``handle``."""
-        record = await self._existing(handle)
-        await self.require(identity, record, AdminPermission.DELETE_HANDLE, f"delete {handle}")
-        self.stats.writes += 1
-        try:
-            await self.store.delete(handle)
-            self._changed()
-        except HandleNotFoundError as exc:
-            raise NodeError(ResponseCode.HANDLE_NOT_FOUND, str(exc)) from exc
+        async with self._audited("handle.delete", handle, identity):
+            record = await self._existing(handle)
+            await self.require(identity, record, AdminPermission.DELETE_HANDLE, f"delete {handle}")
+            self.stats.writes += 1
+            try:
+                await self.store.delete(handle)
+                self._changed()
+            except HandleNotFoundError as exc:
+                raise NodeError(ResponseCode.HANDLE_NOT_FOUND, str(exc)) from exc
 
     async def add_values(
         self, handle: str, values: Sequence[HandleValue], *, identity: Identity
     ) -> None:
         """Add values at indexes the handle does not have yet."""
+        indexes = sorted(v.index for v in values)
+        async with self._audited("value.add", handle, identity, indexes=indexes):
+            await self._add_values(handle, values, identity=identity)
+
+    async def _add_values(
+        self, handle: str, values: Sequence[HandleValue], *, identity: Identity
+    ) -> None:
         record = await self._existing(handle)
         await self.require(identity, record, _needed(values, add=True), f"add values to {handle}")
         self.stats.writes += 1
@@ -618,6 +704,13 @@ class HandleNode:
         self, handle: str, values: Sequence[HandleValue], *, identity: Identity
     ) -> None:
         """Replace existing values (by index)."""
+        indexes = sorted(v.index for v in values)
+        async with self._audited("value.modify", handle, identity, indexes=indexes):
+            await self._modify_values(handle, values, identity=identity)
+
+    async def _modify_values(
+        self, handle: str, values: Sequence[HandleValue], *, identity: Identity
+    ) -> None:
         record = await self._existing(handle)
         await self.require(identity, record, _needed(values, add=False), f"modify {handle}")
         self.stats.writes += 1
@@ -636,6 +729,18 @@ class HandleNode:
         record = await self.store.get(handle)
         if record is None:
             return await self.create(handle, values, identity=identity)
+        indexes = sorted(v.index for v in values)
+        async with self._audited("value.put", handle, identity, indexes=indexes):
+            return await self._put_values(record, handle, values, identity=identity)
+
+    async def _put_values(
+        self,
+        record: HandleRecord,
+        handle: str,
+        values: Sequence[HandleValue],
+        *,
+        identity: Identity,
+    ) -> bool:
         present = {v.index for v in record.values}
         adding = [v for v in values if v.index not in present]
         changing = [v for v in values if v.index in present]
@@ -653,6 +758,12 @@ class HandleNode:
         self, handle: str, indexes: Sequence[int], *, identity: Identity
     ) -> None:
         """Remove the values at ``indexes``."""
+        async with self._audited("value.remove", handle, identity, indexes=sorted(indexes)):
+            await self._remove_values(handle, indexes, identity=identity)
+
+    async def _remove_values(
+        self, handle: str, indexes: Sequence[int], *, identity: Identity
+    ) -> None:
         record = await self._existing(handle)
         removing = [v for v in record.values if v.index in set(indexes)]
         if not removing:
@@ -693,6 +804,11 @@ class HandleNode:
         Needs ADD_PREFIX (DELETE_PREFIX to unhome) on a prefix handle already homed here: the
         operator who administers this node.
         """
+        action = "prefix.home" if home else "prefix.unhome"
+        async with self._audited(action, prefix, identity):
+            await self._home(prefix, identity=identity, home=home)
+
+    async def _home(self, prefix: str, *, identity: Identity, home: bool) -> None:
         if is_prefix_handle(prefix):
             prefix = prefix_from_prefix_handle(prefix)
         needed = AdminPermission.ADD_PREFIX if home else AdminPermission.DELETE_PREFIX

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -20,17 +20,26 @@ from tiangong import __version__
 from tiangong.data.api import create_data_router
 from tiangong.data.catalog import standard_catalog
 from tiangong.data.store import AnalyticsStore
+from tiangong.platform.api.audit_trail import AuditTrailMiddleware
+from tiangong.platform.api.auth import authorized
+from tiangong.platform.api.limits import ApiLimits
 from tiangong.platform.api.routes import (
     alarms,
+    audit,
+    certificates,
     devices,
     records,
     rules,
+    security,
+    session,
     sites,
     system,
     tenants,
     thing_models,
     tokens,
+    users,
 )
+from tiangong.platform.api.schemas import document_error_bodies
 from tiangong.platform.commands import CommandFailedError, CommandTimeoutError
 from tiangong.platform.errors import (
     ConflictError,
@@ -41,6 +50,7 @@ from tiangong.platform.errors import (
 )
 from tiangong.platform.service import Platform
 from tiangong.platform.settings import PlatformSettings
+from tiangong.platform.tokens import ApiScope
 
 __all__ = ["create_app"]
 
@@ -86,16 +96,35 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         title="Tiangong industrial internet platform",
         version=__version__,
         description=(
-            "Devices, thing models, telemetry, alarms and connectivity KPIs. Every route except "
-            "`/healthz` needs `Authorization: Bearer <token>`; tokens are confined to their "
-            "tenant."
+            "Devices, thing models, telemetry, alarms and connectivity KPIs. Routes need "
+            "`Authorization: Bearer <token>`: an API token (tg_...) or a session from "
+            "`POST /api/v1/auth/login` (tgs_...); each route needs one scope of the caller's "
+            "role, and callers are confined to their tenant."
         ),
         lifespan=lifespan,
     )
     if platform is not None:
         app.state.platform = platform
     app.add_exception_handler(PlatformError, _platform_error)
-    for module in (system, tenants, sites, thing_models, devices, alarms, rules, tokens, records):
+    document_error_bodies(app)  # 422 bodies: a list (FastAPI's) or a sentence (ours)
+    app.add_middleware(AuditTrailMiddleware)  # changes, data reads, token use (audit_trail.py)
+    app.add_middleware(ApiLimits)  # rates and sizes per client (platform/api/limits.py)
+    for module in (
+        system,
+        session,
+        tenants,
+        sites,
+        thing_models,
+        devices,
+        alarms,
+        rules,
+        tokens,
+        users,
+        records,
+        certificates,
+        audit,
+        security,
+    ):
         app.include_router(module.router)
 
     def data_store() -> AnalyticsStore | None:
@@ -105,7 +134,10 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     # The data center views read the store of a data center run beside the platform (the
     # national center in `tiangong up`); without one they answer 503. Before the dashboard's
     # mount at "/", which would answer every path.
-    app.include_router(create_data_router(data_store, standard_catalog()))
+    app.include_router(
+        create_data_router(data_store, standard_catalog()),
+        dependencies=[Depends(authorized(ApiScope.DATA_READ))],
+    )
     static = resources.files("tiangong.platform") / "dashboard"
     app.mount("/", StaticFiles(directory=str(static), html=True), name="dashboard")
     return app

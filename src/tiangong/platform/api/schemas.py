@@ -9,12 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from tiangong.network.profile import NetworkProfile
 from tiangong.platform.alarms.rules import Rule
 from tiangong.platform.model import Device, Name
-from tiangong.platform.tokens import ApiRole, ApiToken
+from tiangong.platform.tokens import ApiRole, ApiScope, ApiToken
+from tiangong.security.users import MAX_PASSWORD_LENGTH, USERNAME_PATTERN
 
 __all__ = [
     "CommandIn",
@@ -25,9 +27,13 @@ __all__ = [
     "DevicePatch",
     "KpiOut",
     "LatestValueOut",
+    "LoginIn",
+    "LoginOut",
     "MqttAccess",
     "Overview",
     "Page",
+    "PasswordChanged",
+    "PasswordIn",
     "RuleIn",
     "SiteIn",
     "SiteKpis",
@@ -36,6 +42,12 @@ __all__ = [
     "TenantPatch",
     "TokenCreated",
     "TokenIn",
+    "UserCreated",
+    "UserIn",
+    "UserOut",
+    "UserPatch",
+    "WhoAmI",
+    "document_error_bodies",
 ]
 
 T = TypeVar("T")
@@ -199,7 +211,14 @@ class TokenIn(_In):
     name: str = Field(min_length=1, max_length=200)
     role: ApiRole
     tenant_id: Name | None = None
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="default: 90 days from now; at most 366 days"
+    )
+    scopes: list[ApiScope] | None = Field(
+        default=None,
+        min_length=1,
+        description="narrow the role's scopes to these; default: all of the role's",
+    )
 
 
 class TokenCreated(BaseModel):
@@ -237,3 +256,123 @@ class Overview(BaseModel):
     dead_letters: dict[str, int]
     broker_connected: bool
     started_at: datetime
+
+
+Password = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+UserName = Annotated[str, Field(pattern=USERNAME_PATTERN.replace("a-z", "A-Za-z"))]
+
+
+class LoginIn(_In):
+    """A sign-in: user names are unique platform-wide, so no tenant is needed."""
+
+    username: str = Field(min_length=1, max_length=200)
+    password: Password
+
+
+class UserOut(BaseModel):
+    """A user (never its password)."""
+
+    id: str
+    username: str
+    role: ApiRole
+    tenant_id: str | None
+    created_at: datetime
+    password_changed_at: datetime
+    disabled: bool
+    last_login_at: datetime | None
+
+
+class LoginOut(BaseModel):
+    """A new session: send ``token`` as ``Authorization: Bearer``; it is shown once."""
+
+    token: str
+    session_id: str
+    expires_at: datetime
+    idle_timeout_s: int
+    user: UserOut
+
+
+class WhoAmI(BaseModel):
+    """The caller: a token or a session, its role, tenant and effective scopes."""
+
+    kind: str
+    id: str
+    name: str
+    role: ApiRole
+    tenant_id: str | None
+    scopes: list[ApiScope]
+    user_id: str | None
+
+
+class UserIn(_In):
+    """A user to create; without ``password`` one is generated and shown once."""
+
+    username: UserName
+    role: ApiRole
+    tenant_id: Name | None = None
+    password: Password | None = None
+
+
+class UserCreated(BaseModel):
+    """A created user, with its generated password when none was given (shown once)."""
+
+    user: UserOut
+    password: str | None
+
+
+class UserPatch(_In):
+    """Changes to a user."""
+
+    role: ApiRole | None = None
+    disabled: bool | None = None
+
+
+class PasswordIn(_In):
+    """A new password: your own (give ``current_password``) or, as an admin, a reset.
+
+    Without ``password`` an admin reset generates one and shows it once.
+    """
+
+    password: Password | None = None
+    current_password: Password | None = None
+
+
+class PasswordChanged(BaseModel):
+    """A user's new password took effect (every session of the user ended).
+
+    ``password`` is the generated one of an admin reset without a password (shown once).
+    """
+
+    user: UserOut
+    password: str | None
+
+
+def document_error_bodies(app: FastAPI) -> None:
+    """Describe the API's 422 bodies as they are: ``detail`` is a list, a sentence or a reason.
+
+    FastAPI documents a 422 as its own validation error (``detail``: a list of
+    ``{loc, msg, type}``); the platform's own checks (an unknown time zone, a platform admin
+    naming no tenant...) answer ``{"detail": "<what is wrong>"}``, and the certificate routes
+    ``{"detail": {"reason", "message"}}``. All reach clients, so the OpenAPI description admits
+    all three, and generated clients and schemathesis accept them.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = build()
+        error = spec.get("components", {}).get("schemas", {}).get("HTTPValidationError")
+        if error is not None:
+            detail = error["properties"]["detail"]
+            error["properties"]["detail"] = {
+                "title": "Detail",
+                "anyOf": [
+                    {key: value for key, value in detail.items() if key != "title"},
+                    {"type": "string", "description": "what is wrong, in a sentence"},
+                    {"type": "object", "description": "a reason code and a message"},
+                ],
+            }
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -27,6 +27,20 @@ dead letter with a reason and is acknowledged like any other: one bad message ne
 good ones behind it. Values refused by validation are dead-lettered the same way while the good
 values of the same message are stored.
 
+Rate limits: each device has two token buckets (``tiangong.security.ratelimit``), messages per
+second and data points per second, each holding ``device_burst`` seconds' worth. A gateway
+speaks for its children, so its budget is multiplied by 1 + the number of its (not
+decommissioned) child devices: a gateway of 50 meters may send what 51 devices may. A Sparkplug
+edge node is limited in messages per second the same way (its group and node id are the key).
+The message check comes before decoding, the point check right after it (a point count is only
+known then); a message over either is dead-lettered as ``rate_limited`` (its first bytes kept,
+its points counted) and acknowledged, so one flooding device costs the others nothing but the
+dead letter, and nothing it sent is lost without a trace. Payload size (``oversized``) and batch
+size (``PayloadLimits``: devices, samples, metrics, events per message) were limited before.
+
+Every dead letter is also handed to the rejection listeners (``add_rejection_listener``) as an
+``IngestRejection`` at once, synchronously: the security monitor counts them there.
+
 Redelivery: a message whose samples all carry their own timestamps has a digest (BLAKE2b of
 topic and payload). Digests of the last ``dedupe_window`` are kept in memory and, with each
 write, in the store; a message seen before is acknowledged and not stored again.
@@ -87,10 +101,12 @@ from tiangong.platform.sparkplug.host_service import (
     SparkplugSamples,
 )
 from tiangong.platform.tsdb.base import PointBatch, SeriesKey, TimeSeriesStore
+from tiangong.security.ratelimit import TokenBuckets
 
 __all__ = [
     "AcceptedSamples",
     "IngestPipeline",
+    "IngestRejection",
     "IngestSettings",
     "MessageSource",
     "SparkplugHandler",
@@ -143,6 +159,12 @@ class IngestSettings:
         retry_initial: first delay after a failed store write, in seconds.
         retry_max: longest delay between retries, in seconds.
         shutdown_grace: seconds a stopping pipeline waits for its last commits.
+        device_messages: messages per second a device may send (0: no limit); a gateway's
+            budget is scaled by 1 + its child devices.
+        device_points: data points per second a device may send (0: no limit), scaled alike.
+        device_burst: seconds of its rate a device may send at once.
+        rate_keys: most devices tracked by the rate limits (memory bound; beyond it, devices
+            not yet tracked share one budget).
     """
 
     max_points: int = 500_000
@@ -158,6 +180,35 @@ class IngestSettings:
     retry_initial: float = 0.1
     retry_max: float = 5.0
     shutdown_grace: float = 15.0
+    device_messages: float = 200.0
+    device_points: float = 200_000.0
+    device_burst: float = 10.0
+    rate_keys: int = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRejection:
+    """A dead-lettered message (or part of one), as the rejection listeners see it.
+
+    Attributes:
+        reason: the dead letter's reason (``decommissioned``, ``unknown_device``,
+            ``rate_limited``, ``bad_payload``, a validation reason...).
+        tenant_id: the tenant of the device, when known.
+        device_id: the device the refused data names, when known.
+        topic: the MQTT topic.
+        detail: what was wrong.
+        at: when it was refused.
+    """
+
+    reason: str
+    tenant_id: str | None
+    device_id: str | None
+    topic: str
+    detail: str
+    at: datetime
+
+
+RejectionListener = Callable[[IngestRejection], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +313,18 @@ class IngestPipeline:
         self._sparkplug_newest: dict[SeriesKey, int] = {}
         self._sparkplug_births: dict[SeriesKey, int] = {}
         self._sparkplug_loaded: set[tuple[str, str]] = set()
+        self._rejection_listeners: list[RejectionListener] = []
+        limits = self.settings
+        self._message_rate = _device_buckets(
+            limits.device_messages, limits.device_burst, limits.rate_keys
+        )
+        self._point_rate = _device_buckets(
+            limits.device_points, limits.device_burst, limits.rate_keys
+        )
+        # Gateway -> number of child devices (built at the first rate check, then kept up to
+        # date from device changes), and child -> the gateway it was counted under.
+        self._children: dict[str, int] | None = None
+        self._counted_under: dict[str, str] = {}
         registry.add_listener(self._on_device_change)
         self.messages_committed = 0
         self.points_committed = 0
@@ -269,6 +332,13 @@ class IngestPipeline:
     def add_listener(self, listener: CommitListener) -> None:
         """Call ``listener`` with the accepted samples of every committed group."""
         self._listeners.append(listener)
+
+    def add_rejection_listener(self, listener: RejectionListener) -> None:
+        """Call ``listener`` with every dead letter as it is made (sync; it must not block).
+
+        An exception in a listener is logged and ignored: it never stops ingest.
+        """
+        self._rejection_listeners.append(listener)
 
     async def warm_up(self) -> int:
         """Load recent message digests from the store (after a restart)."""
@@ -396,9 +466,10 @@ class IngestPipeline:
         with_payload: bool = True,
     ) -> None:
         self.metrics.dead_letters.labels(reason).inc()
+        received_at = datetime.now(UTC)
         group.dead_letters.append(
             {
-                "received_at": datetime.now(UTC),
+                "received_at": received_at,
                 "tenant_id": tenant,
                 "device_id": device,
                 "topic": message.topic[:400],
@@ -407,6 +478,72 @@ class IngestPipeline:
                 "points": points,
                 "payload": message.payload[:DEAD_LETTER_PAYLOAD] if with_payload else b"",
             }
+        )
+        if self._rejection_listeners:
+            rejection = IngestRejection(
+                reason, tenant, device, message.topic[:400], detail[:1000], received_at
+            )
+            for listener in self._rejection_listeners:
+                try:
+                    listener(rejection)
+                except Exception:  # noqa: BLE001 - a listener's bug must not stop ingest
+                    _log.exception("ingest: a rejection listener failed")
+
+    # -- rate limits -----------------------------------------------------------------------------
+
+    def _scale(self, device: Device) -> float:
+        """How many devices' budget ``device`` has: 1 + its children (module docstring)."""
+        children = self._children
+        if children is None:
+            children = self._children = {}
+            for other in self.registry.devices_in_memory():
+                self._count_child(other)
+        return 1.0 + children.get(device.id, 0)
+
+    def _count_child(self, device: Device) -> None:
+        assert self._children is not None
+        before = self._counted_under.pop(device.id, None)
+        if before is not None:
+            left = self._children[before] - 1
+            if left:
+                self._children[before] = left
+            else:
+                del self._children[before]
+        gateway = device.gateway_id
+        if gateway and device.state is not DeviceState.DECOMMISSIONED:
+            self._counted_under[device.id] = gateway
+            self._children[gateway] = self._children.get(gateway, 0) + 1
+
+    @staticmethod
+    def _over_rate(
+        buckets: TokenBuckets[str] | None, key: str, cost: float, scale: float
+    ) -> float | None:
+        """Seconds the sender should wait when ``cost`` is over its rate, else None."""
+        if buckets is None:
+            return None
+        decision = buckets.check(key, cost, scale=scale)
+        return None if decision.allowed else decision.retry_after
+
+    def _rate_limited(
+        self,
+        message: InboundMessage,
+        group: _Group,
+        what: str,
+        wait: float,
+        *,
+        tenant: str | None,
+        device: str,
+        points: int = 0,
+    ) -> None:
+        self.metrics.ingest_rate_limited.inc()
+        self._dead_letter(
+            group,
+            message,
+            "rate_limited",
+            f"{device} sends more {what} than its limit; slow down (about {wait:.1f}s)",
+            tenant=tenant,
+            device=device,
+            points=points,
         )
 
     async def _process(self, message: InboundMessage, group: _Group) -> None:
@@ -454,6 +591,19 @@ class IngestPipeline:
                 detail,
                 tenant=entry.device.tenant_id if entry is not None else None,
                 device=topic.device,
+            )
+            return
+        device = entry.device
+        wait = self._over_rate(self._message_rate, device.id, 1.0, self._scale(device))
+        if wait is not None:
+            self.metrics.messages.labels(channel, "rejected").inc()
+            self._rate_limited(
+                message,
+                group,
+                "messages per second",
+                wait,
+                tenant=device.tenant_id,
+                device=device.id,
             )
             return
         now = time.time()
@@ -585,6 +735,21 @@ class IngestPipeline:
         except PayloadError as exc:
             self._refuse(message, entry, group, "telemetry", exc)
             return
+        points = sum(part.point_count for part in parts)
+        wait = self._over_rate(self._point_rate, entry.device.id, points, self._scale(entry.device))
+        if wait is not None:
+            self.metrics.messages.labels("telemetry", "rejected").inc()
+            self.metrics.points.labels("rejected").inc(points)
+            self._rate_limited(
+                message,
+                group,
+                "data points per second",
+                wait,
+                tenant=tenant,
+                device=entry.device.id,
+                points=points,
+            )
+            return
         stamped = any(part.stamped_on_arrival for part in parts)
         if await self._redelivered(message, group, "telemetry", stamped=stamped):
             return
@@ -659,6 +824,16 @@ class IngestPipeline:
         if self._sparkplug is None:
             self.metrics.messages.labels("sparkplug", "ignored").inc()
             return
+        levels = message.topic.split("/", 4)
+        if len(levels) >= 4:
+            node = f"{levels[1]}/{levels[3]}"  # group/edge node: whoever sent it
+            wait = self._over_rate(self._message_rate, SPARKPLUG_PREFIX + node, 1.0, 1.0)
+            if wait is not None:
+                self.metrics.messages.labels("sparkplug", "rejected").inc()
+                self._rate_limited(
+                    message, group, "messages per second", wait, tenant=None, device=node
+                )
+                return
         result = await self._sparkplug.ingest(message.topic, message.payload, int(now * 1000))
         first = True
         for refusal in result.refusals:
@@ -989,3 +1164,11 @@ class IngestPipeline:
     def _on_device_change(self, device: Device) -> None:
         if device.state is not DeviceState.ONLINE:
             self._online.discard(device.id)
+        if self._children is not None:
+            self._count_child(device)
+
+
+def _device_buckets(rate: float, burst_seconds: float, keys: int) -> TokenBuckets[str] | None:
+    if rate <= 0:
+        return None
+    return TokenBuckets(rate=rate, burst=max(rate * burst_seconds, 1.0), max_keys=keys)

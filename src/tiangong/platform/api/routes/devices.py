@@ -10,9 +10,11 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from tiangong.network.access import Channel, DeviceTopic
 from tiangong.platform.api.auth import (
-    Caller,
+    CommandsWrite,
+    DevicesRead,
+    DevicesWrite,
     PlatformDep,
-    require,
+    TelemetryRead,
     tenant_for_read,
     tenant_for_write,
 )
@@ -31,7 +33,6 @@ from tiangong.platform.api.schemas import (
 from tiangong.platform.lifecycle import LifecycleTrigger
 from tiangong.platform.model import DataType, Device, DeviceState, PropertySpec
 from tiangong.platform.registry import StoredEvent
-from tiangong.platform.tokens import ApiRole
 from tiangong.platform.tsdb.base import Aggregate
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
@@ -70,7 +71,7 @@ def render(spec: PropertySpec | None, value: float | str | None, agg: Aggregate 
 @router.get("", response_model=Page[Device])
 async def list_devices(
     platform: PlatformDep,
-    principal: Caller,
+    principal: DevicesRead,
     site: str | None = None,
     state: DeviceState | None = None,
     tenant: str | None = None,
@@ -86,10 +87,9 @@ async def list_devices(
 
 @router.post("", response_model=DeviceCreated, status_code=status.HTTP_201_CREATED)
 async def register_device(
-    body: DeviceIn, platform: PlatformDep, principal: Caller
+    body: DeviceIn, platform: PlatformDep, principal: DevicesWrite
 ) -> DeviceCreated:
     """Register a device; the response carries its MQTT password, shown only this once."""
-    require(principal, ApiRole.TENANT_ADMIN)
     device, secret = await platform.registry.register_device(
         tenant_id=tenant_for_write(principal, body.tenant_id),
         site_id=body.site_id,
@@ -105,17 +105,16 @@ async def register_device(
 
 
 @router.get("/{device_id}", response_model=Device)
-async def get_device(device_id: str, platform: PlatformDep, principal: Caller) -> Device:
+async def get_device(device_id: str, platform: PlatformDep, principal: DevicesRead) -> Device:
     """One device."""
     return await platform.registry.get_device(device_id, principal.scope)
 
 
 @router.patch("/{device_id}", response_model=Device)
 async def update_device(
-    device_id: str, body: DevicePatch, platform: PlatformDep, principal: Caller
+    device_id: str, body: DevicePatch, platform: PlatformDep, principal: DevicesWrite
 ) -> Device:
     """Rename, move to another site or gateway, pin a model version, set attributes or network."""
-    require(principal, ApiRole.TENANT_ADMIN)
     return await platform.registry.update_device(
         device_id,
         principal.scope,
@@ -129,9 +128,10 @@ async def update_device(
 
 
 @router.post("/{device_id}/decommission", response_model=Device)
-async def decommission_device(device_id: str, platform: PlatformDep, principal: Caller) -> Device:
+async def decommission_device(
+    device_id: str, platform: PlatformDep, principal: DevicesWrite
+) -> Device:
     """Decommission a device: its credentials stop working and its messages are refused."""
-    require(principal, ApiRole.TENANT_ADMIN)
     return await platform.registry.apply_lifecycle(
         device_id,
         LifecycleTrigger.DECOMMISSION,
@@ -142,10 +142,9 @@ async def decommission_device(device_id: str, platform: PlatformDep, principal: 
 
 @router.post("/{device_id}/credentials", response_model=MqttAccess)
 async def rotate_credentials(
-    device_id: str, platform: PlatformDep, principal: Caller
+    device_id: str, platform: PlatformDep, principal: DevicesWrite
 ) -> MqttAccess:
     """Issue a new MQTT password; the old one stops working at once."""
-    require(principal, ApiRole.TENANT_ADMIN)
     secret = await platform.registry.rotate_secret(device_id, principal.scope)
     device = await platform.registry.get_device(device_id, principal.scope)
     return mqtt_access(device, secret)
@@ -153,7 +152,10 @@ async def rotate_credentials(
 
 @router.get("/{device_id}/transitions")
 async def device_transitions(
-    device_id: str, platform: PlatformDep, principal: Caller, limit: int = Query(50, ge=1, le=500)
+    device_id: str,
+    platform: PlatformDep,
+    principal: DevicesRead,
+    limit: int = Query(50, ge=1, le=500),
 ) -> list[dict[str, Any]]:
     """The device's lifecycle history, newest first."""
     await platform.registry.get_device(device_id, principal.scope)
@@ -161,7 +163,7 @@ async def device_transitions(
 
 
 @router.get("/{device_id}/latest", response_model=DeviceLatest)
-async def latest(device_id: str, platform: PlatformDep, principal: Caller) -> DeviceLatest:
+async def latest(device_id: str, platform: PlatformDep, principal: TelemetryRead) -> DeviceLatest:
     """The newest value of every metric of the device."""
     device = await platform.registry.get_device(device_id, principal.scope)
     entry = platform.registry.lookup(device_id)
@@ -189,7 +191,7 @@ async def latest(device_id: str, platform: PlatformDep, principal: Caller) -> De
 async def telemetry(
     device_id: str,
     platform: PlatformDep,
-    principal: Caller,
+    principal: TelemetryRead,
     metric: str = Query(..., description="the metric (thing-model property) to read"),
     start: str | None = Query(None, description="ISO 8601, epoch ms, now, or like -1h"),
     end: str | None = Query(None, description="ISO 8601, epoch ms, now, or like -5m"),
@@ -237,7 +239,10 @@ async def telemetry(
 
 @router.get("/{device_id}/events", response_model=list[StoredEvent])
 async def device_events(
-    device_id: str, platform: PlatformDep, principal: Caller, limit: int = Query(100, ge=1, le=1000)
+    device_id: str,
+    platform: PlatformDep,
+    principal: DevicesRead,
+    limit: int = Query(100, ge=1, le=1000),
 ) -> list[StoredEvent]:
     """The device's most recent events."""
     await platform.registry.get_device(device_id, principal.scope)
@@ -252,7 +257,7 @@ async def send_command(
     command: str,
     body: CommandIn,
     platform: PlatformDep,
-    principal: Caller,
+    principal: CommandsWrite,
 ) -> dict[str, Any]:
     """Send a command to a device and wait for its answer (operator).
 
@@ -261,7 +266,6 @@ async def send_command(
     thing model. Answers 502 with the device's reason when it refuses, 504 when it does not
     answer in time, 409 when it is not online.
     """
-    require(principal, ApiRole.OPERATOR)
     device = await platform.registry.get_device(device_id, principal.scope)
     result = await platform.commands.send(device, command, body.params, wait_s=body.timeout_s)
     return {"device_id": device.id, "command": command, "ok": True, "result": result}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from tiangong.platform.api.auth import Caller, PlatformDep, tenant_for_read
+from tiangong.platform.api.auth import DevicesRead, PlatformDep, tenant_for_read
 from tiangong.platform.api.schemas import DeadLetterOut
 from tiangong.platform.registry import StoredEvent
 
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/api/v1", tags=["records"])
 @router.get("/dead-letters", response_model=list[DeadLetterOut])
 async def dead_letters(
     platform: PlatformDep,
-    principal: Caller,
+    principal: DevicesRead,
     device: str | None = None,
     reason: str | None = None,
     tenant: str | None = None,
@@ -46,7 +46,7 @@ async def dead_letters(
 @router.get("/events", response_model=list[StoredEvent])
 async def events(
     platform: PlatformDep,
-    principal: Caller,
+    principal: DevicesRead,
     tenant: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
 ) -> list[StoredEvent]:

@@ -7,10 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tiangong.platform.api.auth import Caller, PlatformDep, require, tenant_for_read
+from tiangong.platform.api.auth import (
+    Caller,
+    DevicesRead,
+    PlatformAdmin,
+    PlatformDep,
+    tenant_for_read,
+)
 from tiangong.platform.api.schemas import Overview
 from tiangong.platform.kpi import ALL_SITES
-from tiangong.platform.tokens import ApiRole
 
 router = APIRouter()
 
@@ -31,9 +36,9 @@ async def healthz(platform: PlatformDep) -> dict[str, Any]:
     summary="Prometheus metrics (platform_admin token)",
     response_class=Response,
 )
-async def metrics(platform: PlatformDep, principal: Caller) -> Response:
+async def metrics(platform: PlatformDep, principal: PlatformAdmin) -> Response:
     """Prometheus text exposition of the platform's metrics."""
-    require(principal, ApiRole.PLATFORM_ADMIN)
+    del principal
     return Response(generate_latest(platform.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -49,7 +54,9 @@ async def me(principal: Caller) -> dict[str, str | None]:
 
 
 @router.get("/api/v1/overview", tags=["system"], response_model=Overview)
-async def overview(platform: PlatformDep, principal: Caller, tenant: str | None = None) -> Overview:
+async def overview(
+    platform: PlatformDep, principal: DevicesRead, tenant: str | None = None
+) -> Overview:
     """Counts for the dashboard header: devices, networking rate, alarms, ingest rate."""
     scope = tenant_for_read(principal, tenant)
     tenants = [

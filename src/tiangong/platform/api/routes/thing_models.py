@@ -5,21 +5,21 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from tiangong.platform.api.auth import (
-    Caller,
+    DevicesRead,
+    DevicesWrite,
     PlatformDep,
-    require,
     tenant_for_read,
     tenant_for_write,
 )
+from tiangong.platform.errors import NotFoundError
 from tiangong.platform.model import ThingModel
-from tiangong.platform.tokens import ApiRole
 
 router = APIRouter(prefix="/api/v1/thing-models", tags=["thing models"])
 
 
 @router.get("", response_model=list[ThingModel])
 async def list_thing_models(
-    platform: PlatformDep, principal: Caller, tenant: str | None = None
+    platform: PlatformDep, principal: DevicesRead, tenant: str | None = None
 ) -> list[ThingModel]:
     """The latest version of every thing model of a tenant."""
     scope = tenant_for_read(principal, tenant)
@@ -33,13 +33,15 @@ async def list_thing_models(
 
 @router.post("", response_model=ThingModel, status_code=status.HTTP_201_CREATED)
 async def import_thing_model(
-    model: ThingModel, platform: PlatformDep, principal: Caller, tenant_id: str | None = None
+    model: ThingModel,
+    platform: PlatformDep,
+    principal: DevicesWrite,
+    tenant_id: str | None = None,
 ) -> ThingModel:
     """Import a thing model document; it becomes the next version of its id.
 
     Importing a document identical to the latest version returns that version unchanged.
     """
-    require(principal, ApiRole.TENANT_ADMIN)
     return await platform.registry.put_thing_model(tenant_for_write(principal, tenant_id), model)
 
 
@@ -47,7 +49,7 @@ async def import_thing_model(
 async def export_thing_model(
     model_id: str,
     platform: PlatformDep,
-    principal: Caller,
+    principal: DevicesRead,
     version: int | None = None,
     tenant: str | None = None,
 ) -> ThingModel:
@@ -59,9 +61,12 @@ async def export_thing_model(
 
 @router.get("/{model_id}/versions", response_model=list[int])
 async def thing_model_versions(
-    model_id: str, platform: PlatformDep, principal: Caller, tenant: str | None = None
+    model_id: str, platform: PlatformDep, principal: DevicesRead, tenant: str | None = None
 ) -> list[int]:
-    """All versions of a thing model."""
-    return await platform.registry.thing_model_versions(
+    """All versions of a thing model (404 when the tenant has no such model)."""
+    versions = await platform.registry.thing_model_versions(
         tenant_for_write(principal, tenant), model_id
     )
+    if not versions:
+        raise NotFoundError("thing model", model_id)
+    return versions

@@ -1,8 +1,9 @@
 // The REST API client: bearer token handling and one function per endpoint the dashboard uses.
 //
-// The token lives in sessionStorage (gone when the tab closes) and only ever travels in the
-// Authorization header: never in a query string, where it would end up in server logs and
-// browser history.
+// The token (an API token tg_..., or the session token tgs_... that signing in with a user name
+// and password returns) lives in sessionStorage (gone when the tab closes) and only ever travels
+// in the Authorization header: never in a query string, where it would end up in server logs
+// and browser history.
 
 const TOKEN_KEY = "tiangong.token";
 
@@ -99,10 +100,50 @@ export async function request(path, { method = "GET", params = {}, scoped = fals
   return body;
 }
 
+/**
+ * Sign in with a user name and password; keeps the session token. Throws an ApiError: 401 for a
+ * wrong name or password, 429 after too many failures (the detail says how long to wait).
+ */
+export async function login(username, password) {
+  let response;
+  try {
+    response = await fetch("/api/v1/auth/login", {
+      method: "POST",
+      headers: { Accept: "application/json", "Content-Type": "application/json" },
+      body: JSON.stringify({ username: username.trim(), password }),
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, "the platform cannot be reached");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (!response.ok) throw new ApiError(response.status, errorDetail(body, response.status));
+  setToken(body.token);
+  return body;
+}
+
+/** Sign out: a session is ended on the server (an API token stays valid), then forgotten here. */
+export async function logout() {
+  const token = getToken();
+  clearToken();
+  if (!token || !token.startsWith("tgs_")) return;
+  try {
+    await fetch("/api/v1/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+  } catch {
+    // Unreachable: the session still ends by itself after its idle timeout.
+  }
+}
+
 const enc = encodeURIComponent;
 
 /** The endpoints, by what they return. */
 export const api = {
+  me: (opts) => request("/api/v1/auth/me", opts),
   overview: (opts) => request("/api/v1/overview", { scoped: true, ...opts }),
   kpis: (opts) => request("/api/v1/kpis", { scoped: true, ...opts }),
   sites: (opts) => request("/api/v1/sites", { scoped: true, ...opts }),
@@ -126,4 +167,51 @@ export const api = {
   thingModels: (opts) => request("/api/v1/thing-models", { scoped: true, ...opts }),
   thingModel: (tenant, id, version, opts) =>
     request(`/api/v1/thing-models/${enc(id)}`, { params: { tenant, version }, ...opts }),
+};
+
+// -- Security monitoring (pages/security.js) ------------------------------------------------------
+
+/** POST a JSON body, with the same token handling and errors as `request`. */
+async function postJson(path, payload, { signal } = {}) {
+  const token = getToken();
+  let response;
+  try {
+    response = await fetch(new URL(path, window.location.origin), {
+      method: "POST",
+      signal,
+      headers: {
+        Accept: "application/json",
+        "Content-Type": "application/json",
+        ...(token ? { Authorization: `Bearer ${token}` } : {}),
+      },
+      body: JSON.stringify(payload),
+      cache: "no-store",
+    });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ApiError(0, "the platform cannot be reached");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (response.status === 401) {
+    clearToken();
+    window.dispatchEvent(new CustomEvent("tiangong:unauthorized", { detail: errorDetail(body, 401) }));
+  }
+  if (!response.ok) throw new ApiError(response.status, errorDetail(body, response.status));
+  return body;
+}
+
+/** Security events, posture and maintenance windows (access:admin or audit:read to read). */
+export const securityApi = {
+  events: (params, opts) => request("/api/v1/security/events", { scoped: true, params, ...opts }),
+  posture: (params, opts) => request("/api/v1/security/posture", { scoped: true, params, ...opts }),
+  acknowledge: (id) => request(`/api/v1/security/events/${enc(id)}/acknowledge`, { method: "POST" }),
+  maintenance: (opts) => request("/api/v1/security/maintenance", { scoped: true, ...opts }),
+  // A platform administrator names the tenant shown; a tenant's own caller may name only itself.
+  openMaintenance: ({ device_id, hours, reason }) =>
+    postJson("/api/v1/security/maintenance", { device_id: device_id || null, hours, reason, tenant_id: currentTenant }),
 };

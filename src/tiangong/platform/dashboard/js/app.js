@@ -1,7 +1,7 @@
 // The dashboard's entry point: sign-in, the header (product, tenant, navigation, live
 // indicator) and the router that shows one page at a time.
 
-import { ApiError, api, clearToken, getToken, setTenant, setToken, takeTokenFromFragment } from "./api.js";
+import { ApiError, api, clearToken, getToken, login, logout, setTenant, setToken, takeTokenFromFragment } from "./api.js";
 import { forgetCatalog } from "./catalog.js";
 import { describeError, startClock } from "./components.js";
 import { html, render } from "./html.js";
@@ -20,6 +20,7 @@ const routes = [
   { nav: "sites", match: (p) => (p.length === 2 && p[0] === "sites" ? { id: p[1] } : null), load: () => import("./pages/site.js") },
   { nav: "national", match: (p) => (p.length === 1 && p[0] === "national" ? {} : null), load: () => import("./pages/national.js") },
   { nav: "energy", match: (p) => (p.length === 1 && p[0] === "energy" ? {} : null), load: () => import("./pages/energy.js") },
+  { nav: "security", match: (p) => (p.length === 1 && p[0] === "security" ? {} : null), load: () => import("./pages/security.js") },
 ];
 
 const LOGO = html`<svg viewBox="0 0 32 32" aria-hidden="true"><path d="M8 10h16M10 16h12M16 10v14M10 24l6-8 6 8"
@@ -35,7 +36,7 @@ function stopShell() {
   shell = null;
 }
 
-/** The sign-in screen: paste an API token (or open the link `tiangong up` prints). */
+/** The sign-in screen: a user name and password, or an API token (or the link `tiangong up` prints). */
 function showSignIn(message = "", isError = false) {
   stopShell();
   document.title = "Sign in · Tiangong 天工";
@@ -44,19 +45,50 @@ function showSignIn(message = "", isError = false) {
       <div class="brand"><span class="brand-mark">${LOGO}</span>
         <span class="brand-name">Tiangong<span class="zh">天工</span></span></div>
       <h1>Sign in</h1>
-      <p>Industrial internet platform. Enter an API token to see your plants, devices and alarms.</p>
+      <p>Industrial internet platform. Sign in to see your plants, devices and alarms.</p>
       ${message ? html`<div class="${isError ? "form-error" : "form-note muted"}" role="alert">${message}</div>` : ""}
+      <div data-login>
+        <label for="username">User name</label>
+        <input id="username" name="username" autocomplete="username" spellcheck="false" autofocus>
+        <label for="password">Password</label>
+        <input id="password" name="password" type="password" autocomplete="current-password">
+        <button class="btn primary" type="button" data-login-submit>Sign in</button>
+      </div>
+      <p class="hint">Or use an API token:</p>
       <label for="token">API token</label>
-      <input id="token" name="token" type="password" placeholder="tg_…" spellcheck="false" autofocus required>
-      <button class="btn primary" type="submit">Sign in</button>
-      <p class="hint"><code>tiangong up</code> prints a sign-in link with the administrator token; it is also kept
-        in <code>admin-token</code> in the data directory. Operators get tokens from their administrator.</p>
+      <input id="token" name="token" type="password" placeholder="tg_…" spellcheck="false">
+      <button class="btn" type="submit">Sign in with the token</button>
+      <p class="hint"><code>tiangong up</code> prints a sign-in link with the administrator token and the
+        password of its <code>admin</code> user; both are also kept in the data directory. Users and tokens
+        come from your administrator.</p>
     </form>
   </div>`);
   const form = root.querySelector("[data-signin]");
+  const signInWithPassword = async () => {
+    form.querySelector("[data-login-submit]").disabled = true;
+    try {
+      await login(form.username.value, form.password.value);
+      await start();
+    } catch (error) {
+      clearToken();
+      const text = error instanceof ApiError && error.status === 401 ? "Wrong user name or password." : describeError(error);
+      showSignIn(text, true);
+    }
+  };
+  form.querySelector("[data-login-submit]").addEventListener("click", signInWithPassword);
+  form.password.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      signInWithPassword();
+    }
+  });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const button = form.querySelector("button");
+    if (!form.token.value.trim()) {
+      if (form.username.value) await signInWithPassword();
+      return;
+    }
+    const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     setToken(form.token.value);
     try {
@@ -87,7 +119,12 @@ function tenantMarkup(tenants, chosen) {
 /** Verify the token, then build the header and start routing. Throws when the token is refused. */
 async function start() {
   setTenant(null);
-  const overview = await api.overview();
+  // An auditor reads the audit trail and security events only: no overview for it.
+  const me = await api.me();
+  const readsDevices = me.scopes.includes("devices:read");
+  const overview = readsDevices
+    ? await api.overview()
+    : { tenants: me.tenant_id ? [{ id: me.tenant_id, name: me.tenant_id }] : [] };
   const tenants = overview.tenants;
   const tenant = chooseTenant(tenants);
   setTenant(tenant?.id ?? null);
@@ -103,6 +140,7 @@ async function start() {
         <a href="#/sites" data-nav="sites">Sites</a>
         <a href="#/national" data-nav="national">National data</a>
         <a href="#/energy" data-nav="energy">Energy</a>
+        <a href="#/security" data-nav="security">Security</a>
       </nav>
       <div class="header-right">
         <div class="live" data-live data-status="idle"><span class="live-dot"></span><span class="live-text">Connecting…</span></div>
@@ -111,8 +149,8 @@ async function start() {
     </header>
     <main class="main" id="outlet"></main>`);
   liveStatus.attach(root.querySelector("[data-live]"));
-  root.querySelector("[data-signout]").addEventListener("click", () => {
-    clearToken();
+  root.querySelector("[data-signout]").addEventListener("click", async () => {
+    await logout();
     forgetCatalog();
     showSignIn("You have signed out.");
   });
@@ -130,7 +168,7 @@ async function start() {
     for (const a of navLinks) a.classList.toggle("active", a.dataset.nav === nav);
   });
   shell = new PageScope();
-  shell.poll(async (signal) => updateAlarmCount(await api.overview({ signal })), 10_000);
+  if (readsDevices) shell.poll(async (signal) => updateAlarmCount(await api.overview({ signal })), 10_000);
   if (!window.location.hash.startsWith("#/")) window.history.replaceState(null, "", "#/overview");
   await router.show();
 }
