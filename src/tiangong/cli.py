@@ -132,6 +132,14 @@ def up(
     port: Annotated[int, typer.Option(help="Dashboard and REST API port.")] = 8080,
     host: Annotated[str, typer.Option(help="Dashboard and REST API address.")] = "127.0.0.1",
     mqtt_port: Annotated[int, typer.Option(help="Embedded MQTT broker port.")] = 1884,
+    mqtt_tls_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="The embedded broker's TLS port (client certificates from the tenant CA); 0: off.",
+        ),
+    ] = 8884,
     modbus_port: Annotated[
         int, typer.Option(help="The simulated plant's Modbus TCP port (more on the following).")
     ] = 5020,
@@ -189,6 +197,7 @@ def up(
         http_host=host,
         http_port=port,
         mqtt_port=mqtt_port,
+        mqtt_tls_port=mqtt_tls_port or None,
         modbus_port=modbus_port,
         opcua_port=opcua_port,
         devices=devices,

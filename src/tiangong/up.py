@@ -73,6 +73,8 @@ class LocalStack:
         http_host: dashboard and API address.
         http_port: dashboard and API port.
         mqtt_port: embedded broker port.
+        mqtt_tls_port: the embedded broker's TLS listener (devices log in with a client
+            certificate from their tenant's CA); ``None``: none.
         modbus_port: the simulated plant's (first) Modbus TCP port.
         opcua_port: the simulated plant's OPC UA port.
         devices: simulated devices.
@@ -89,6 +91,7 @@ class LocalStack:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     mqtt_port: int = 1884
+    mqtt_tls_port: int | None = 8884
     modbus_port: int = 5020
     opcua_port: int = 4840
     devices: int = 50
@@ -123,6 +126,13 @@ def _banner(
     )
     table.add_row("API", f"{url}docs  (OpenAPI at {url}openapi.json)")
     table.add_row("MQTT broker", f"{platform.settings.mqtt_host}:{stack.mqtt_port} (MQTT 3.1.1)")
+    if stack.mqtt_tls_port is not None:
+        server_ca = platform.certificates.server_identity().ca_file
+        table.add_row(
+            "MQTT over TLS",
+            f"{platform.settings.mqtt_host}:{stack.mqtt_tls_port} (client certificates: enrol a"
+            f" device with `tiangong edge enrol`; broker CA {server_ca})",
+        )
     connecting = sum(d.connects for d in plant.plan.devices)
     table.add_row(
         "Simulated plant",
@@ -162,6 +172,7 @@ async def run_local_stack(stack: LocalStack, console: Console | None = None) -> 
         http_host=stack.http_host,
         http_port=stack.http_port,
         mqtt_port=stack.mqtt_port,
+        mqtt_tls_port=stack.mqtt_tls_port,
         mqtt_version=4,
     )
     stop = asyncio.Event()
