@@ -14,6 +14,7 @@ does by default; ``handle_key`` gives the form stores index by.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 
@@ -269,9 +270,13 @@ def validate_handle(handle: str) -> str:
     encoded = handle.encode("utf-8", errors="strict")
     if len(encoded) > MAX_HANDLE_LENGTH:
         raise HandleSyntaxError(f"handle is {len(encoded)} bytes; at most {MAX_HANDLE_LENGTH}")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in handle):
+    if _CONTROL.search(handle) is not None:
         raise HandleSyntaxError(f"handle {handle!r} contains control characters")
     return handle
+
+
+# Checked on every request a node answers: one regex scan instead of a Python loop per character.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def handle_key(handle: str) -> str:
