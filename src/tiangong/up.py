@@ -61,6 +61,9 @@ from tiangong.sim.plant import SimulatedPlant
 
 __all__ = ["LocalStack", "factory_profile", "run_local_stack"]
 
+#: Engine test cells in the demo plant: C-MAPSS replays the RUL model applies to (apps/health).
+DEMO_TURBOFANS = 2
+
 _log = logging.getLogger(__name__)
 
 
@@ -136,8 +139,9 @@ def _banner(
     connecting = sum(d.connects for d in plant.plan.devices)
     table.add_row(
         "Simulated plant",
-        f"{stack.devices} machines in {len(plant.plan.sites)} sites, {connecting} commissioned"
-        f" ({stack.devices - connecting} awaiting network commissioning); Modbus TCP on"
+        f"{len(plant.plan.devices)} machines in {len(plant.plan.sites)} sites"
+        f" ({DEMO_TURBOFANS} of them engine test cells), {connecting} commissioned"
+        f" ({len(plant.plan.devices) - connecting} awaiting network commissioning); Modbus TCP on"
         f" {plant.host}:{', '.join(str(p) for p in plant.modbus_ports)},"
         f" OPC UA on {plant.opcua_endpoint} (Basic256Sha256 SignAndEncrypt)",
     )
@@ -184,7 +188,7 @@ async def run_local_stack(stack: LocalStack, console: Console | None = None) -> 
         async with (
             Platform(settings, embedded_broker=True) as platform,
             SimulatedPlant(
-                plan=plan_factory(stack.devices),
+                plan=plan_factory(stack.devices, turbofans=DEMO_TURBOFANS),
                 modbus_port=stack.modbus_port,
                 opcua_port=stack.opcua_port,
                 data_dir=stack.data_dir,

@@ -274,6 +274,15 @@ async def logout_call(m: Matrix, w: World, who: Who) -> Call:
     return Call("POST", "/api/v1/auth/logout")
 
 
+async def work_order_transition(m: Matrix, w: World, who: Who) -> Call:
+    """Acknowledge a fresh work order of the target (each call needs one still open)."""
+    order = await m.platform.health.open_work_order(
+        w.id, w.device, cause=m.fresh(w, "cause"), title="matrix", by="matrix"
+    )
+    path = f"/api/v1/apps/work-orders/{order.id}/transition"
+    return Call("POST", path, None, {"action": "acknowledge"})
+
+
 def model_doc(m: Matrix, w: World) -> dict[str, Any]:
     return dict(PUMP_MODEL.to_json(), id=m.fresh(w, "model"))
 
@@ -378,6 +387,20 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("GET", "/api/v1/data/drill"): Expect(S.DATA_READ, OWN, get("/api/v1/data/drill", **DATA), ok=frozenset({503})),
     ("GET", "/api/v1/data/grid"): Expect(S.DATA_READ, OWN, get("/api/v1/data/grid", **DATA), ok=frozenset({503})),
     ("GET", "/api/v1/data/energy"): Expect(S.DATA_READ, OWN, get("/api/v1/data/energy", **DATA), ok=frozenset({503})),
+    # Equipment health (apps.health): the matrix's pump has no health profile; its fleet is empty.
+    ("GET", "/api/v1/apps/health"): Expect(S.TELEMETRY_READ, 403, get("/api/v1/apps/health", tenant=True)),
+    ("GET", "/api/v1/apps/health/anomalies"): Expect(S.TELEMETRY_READ, 403, get("/api/v1/apps/health/anomalies", tenant=True)),
+    ("GET", "/api/v1/apps/health/{device_id}/history"): Expect(S.TELEMETRY_READ, 404, on("GET", "/api/v1/apps/health/{device}/history")),
+    ("GET", "/api/v1/apps/work-orders"): Expect(S.ALARMS_READ, 403, get("/api/v1/apps/work-orders", tenant=True)),
+    ("POST", "/api/v1/apps/work-orders"): Expect(S.ALARMS_WRITE, 403, create("/api/v1/apps/work-orders", lambda m, w: {"tenant_id": w.id, "device_id": w.device, "cause": m.fresh(w, "cause"), "title": "matrix"})),
+    ("POST", "/api/v1/apps/work-orders/{order_id}/transition"): Expect(S.ALARMS_WRITE, 404, work_order_transition),
+    ("GET", "/api/v1/apps/models"): Expect(S.DEVICES_READ, OWN, get("/api/v1/apps/models")),
+    # OEE of a device (the matrix's pump has no production profile: an empty report, still its own).
+    ("GET", "/api/v1/apps/oee"): Expect(S.TELEMETRY_READ, 404, on("GET", "/api/v1/apps/oee?device={device}&from=-1h")),
+    ("GET", "/api/v1/apps/oee/downtime"): Expect(S.TELEMETRY_READ, 404, on("GET", "/api/v1/apps/oee/downtime?device={device}&from=-1h")),
+    ("GET", "/api/v1/apps/energy"): Expect(S.TELEMETRY_READ, 404, on("GET", "/api/v1/apps/energy?device={device}&from=-1h")),
+    ("GET", "/api/v1/apps/energy/anomalies"): Expect(S.TELEMETRY_READ, 404, on("GET", "/api/v1/apps/energy/anomalies?device={device}&from=-1h")),
+    ("GET", "/api/v1/apps/energy/tariffs/{site_id}"): Expect(S.TELEMETRY_READ, 404, on("GET", "/api/v1/apps/energy/tariffs/{site}", admin_tenant=True)),
 }
 # fmt: on
 

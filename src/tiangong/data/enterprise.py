@@ -10,8 +10,9 @@ leaves: only these figures do.
 How each indicator is measured here:
 
 - ENERGY_KWH: the increase of every cumulative ``energy`` counter (kWh, power meters) over the
-  period, max - min of the counter (a counter reset inside the period undercounts; meters
-  here do not reset). ENERGY_TCE converts it at 0.1229 kgce/kWh (``catalog.kwh_to_tce``).
+  period, computed by the energy app (``apps.energy``: counter resets and rollovers, glitches,
+  duplicates, out-of-order readings and gaps handled, an increase across the period's edges
+  split exactly at them). ENERGY_TCE converts it at 0.1229 kgce/kWh (``catalog.kwh_to_tce``).
 - PRODUCTION_VOLUME: the increase of every good-parts counter (``parts_good``, ``good_count``).
   OUTPUT_VALUE = volume times the profile's unit price. ENERGY_INTENSITY = tce / (output / 10,000).
 - PEAK_POWER_KW: the largest 15-minute mean of the meters' summed ``active_power`` (or
@@ -29,8 +30,14 @@ How each indicator is measured here:
   final report sent after its period recomputes "open at the end" from the acknowledgement
   times, so it says what was open then, not now.
 
-Indicators the platform cannot measure yet (OEE before the OEE app; security indicators on a
-platform without a security monitor) are left out rather than reported as zero.
+- OEE: ISO 22400-2 OEE from the OEE app (``tiangong.apps.oee``), the weighted mean over the
+  tenant's production machines of each one's OEE in the period, weighted by its planned busy
+  time in hours (the measure is Σ OEE x PBT h over Σ PBT h, so centers combine it exactly). A
+  machine whose OEE is unknown (no state data, no counts, no planned run time) is left out, not
+  counted as zero; with none known the indicator is left out.
+
+Indicators the platform cannot measure (OEE without production machines; security indicators
+on a platform without a security monitor) are left out rather than reported as zero.
 """
 
 from __future__ import annotations
@@ -103,20 +110,19 @@ class IndicatorCollector:
         now = datetime.now(UTC)
         end_ms = int(min(end, now).timestamp() * 1000)
         start_ms = int(start.timestamp() * 1000)
-        kwh = 0.0
         good = 0.0
         meters: list[int] = []
         for device_id in await self._device_ids():
             series = await self.platform.store.device_series(self.profile.tenant_id, device_id)
             for metric in ENERGY_COUNTERS:
                 if metric in series:
-                    kwh += await self._increase(series[metric], start_ms, end_ms)
                     power = next((series[m] for m in POWER_METRICS if m in series), None)
                     if power is not None:
                         meters.append(power)
             for metric in GOOD_COUNTERS:
                 if metric in series:
                     good += await self._increase(series[metric], start_ms, end_ms)
+        kwh = await self.platform.energy.counter_kwh(self.profile.tenant_id, start_ms, end_ms)
         tce = kwh_to_tce(kwh)
         output = good * self.profile.unit_price_cny
         measures: dict[str, Measure] = {
@@ -135,6 +141,7 @@ class IndicatorCollector:
         }
         measures.update(await self._connectivity())
         measures.update(await self._security(start, min(end, now), measures))
+        measures.update(await self._oee(start_ms, end_ms))
         # Only what the catalog knows (a catalog may drop an indicator in a new version).
         measures = {code: m for code, m in measures.items() if code in self.catalog.indicators}
         scope = Scope(
@@ -195,6 +202,15 @@ class IndicatorCollector:
                 if isinstance(value, int | float):
                     totals[bucket] = totals.get(bucket, 0.0) + float(value)
         return max(totals.values(), default=0.0)
+
+    async def _oee(self, start_ms: int, end_ms: int) -> dict[str, Measure]:
+        """OEE weighted by planned busy time (module docstring); none without a known OEE."""
+        weighted, hours = await self.platform.oee.indicator(
+            self.profile.tenant_id, start_ms, end_ms
+        )
+        if hours <= 0:
+            return {}
+        return {"OEE": Measure(numerator=weighted, denominator=hours)}
 
     async def _security(
         self, start: datetime, end: datetime, measures: dict[str, Measure]

@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     from tiangong.data.enterprise import EnterpriseReporter
     from tiangong.data.store import AnalyticsStore
 
+from tiangong.apps.energy.service import EnergyService
+from tiangong.apps.energy.tariff import TariffBook
+from tiangong.apps.health.service import HealthService
+from tiangong.apps.oee.config import OeeConfig
+from tiangong.apps.oee.service import OeeService
 from tiangong.network.access import Channel, DeviceTopic
 from tiangong.network.broker import BrokerTls, EmbeddedBroker
 from tiangong.network.errors import MqttError, NetworkError
@@ -138,6 +143,12 @@ class Platform:
             engine=lambda: self.db.engine, registry=self.metrics.registry, directory=self.registry
         )
         self.pipeline.add_listener(self.security.on_commit)
+        # Equipment health (apps.health): health index, RUL, anomalies, work orders; fed by
+        # ingest through a bounded queue of its own (a full queue drops, ingest never waits).
+        self.health = HealthService(
+            db=self.db, registry=self.registry, store=self.store, data_dir=settings.data_dir
+        )
+        self.pipeline.add_listener(self.health.on_commit)
         self.pipeline.add_rejection_listener(self.security.on_ingest_rejection)
         self.authority.add_refusal_listener(self.security.on_broker_refusal)
         self.users.add_login_listener(self.security.on_login)
@@ -145,6 +156,10 @@ class Platform:
         self.broker: EmbeddedBroker | None = None
         self.admin_token = ""
         self.admin_token_generated = False
+        # OEE (apps.oee): configured from <data_dir>/oee.toml when the platform starts.
+        self.oee = OeeService(registry=self.registry, store=self.store, db=self.db)
+        # Energy (apps.energy): tariffs from <data_dir>/tariffs.json when the platform starts.
+        self.energy = EnergyService(self.registry, self.store)
         # A data center's analytics store served by the data API (set by whoever runs one).
         self.data_store: AnalyticsStore | None = None
         self.reporter: EnterpriseReporter | None = None  # with report_nats set
@@ -208,6 +223,11 @@ class Platform:
         await self.store.open()
         self._stack.push_async_callback(self.store.close)
         await self.alarms.load()
+        await self._stack.enter_async_context(self.health)
+        self.oee.config = await asyncio.to_thread(OeeConfig.load, settings.data_dir / "oee.toml")
+        self.energy.tariffs = await asyncio.to_thread(
+            TariffBook.load, settings.data_dir / "tariffs.json"
+        )
         restored = await self.pipeline.warm_up()
         _log.info("platform: %d recent message digests restored", restored)
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None

@@ -71,6 +71,8 @@ NETWORK_PROFILES: Final[Mapping[str, NetworkProfile]] = {
     "pump": NetworkProfile(access="wifi"),
     "compressor": NetworkProfile(access="wired"),
     "meter": NetworkProfile(access="wired"),
+    # Engine test cells: the test bench's data acquisition on the plant's wired network.
+    "turbofan": NetworkProfile(access="wired"),
 }
 
 #: The environment variable a generated configuration reads the gateway's secret from.

@@ -67,11 +67,13 @@ class FactoryPlan:
     devices: tuple[DeviceSpec, ...] = field(default_factory=tuple)
 
 
-def plan_factory(devices: int, *, tenant: str = "huaxia") -> FactoryPlan:
+def plan_factory(devices: int, *, tenant: str = "huaxia", turbofans: int = 0) -> FactoryPlan:
     """A two-site machining enterprise with ``devices`` devices.
 
     About 4 % of the devices (at least one from 25 devices up) are registered but never
-    connect, like machines still awaiting network commissioning.
+    connect, like machines still awaiting network commissioning. ``turbofans`` engine test
+    cells (``engine-cell-01``...; C-MAPSS replays, see ``turbofan.py``) are added at the Wuxi
+    plant, beyond ``devices``.
     """
     sites = (
         Site(
@@ -113,6 +115,10 @@ def plan_factory(devices: int, *, tenant: str = "huaxia") -> FactoryPlan:
             specs.append(
                 DeviceSpec(device_id, kind, site, f"{labels[kind]} {i:03d}", connects=not silent)
             )
+    specs.extend(
+        DeviceSpec(f"engine-cell-{i:02d}", "turbofan", sites[1].id, f"Engine test cell {i:02d}")
+        for i in range(1, turbofans + 1)
+    )
     return FactoryPlan(tenant, "Huaxia Precision Manufacturing / 华夏精密制造", sites, tuple(specs))
 
 

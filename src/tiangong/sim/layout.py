@@ -45,9 +45,11 @@ class Protocol(enum.StrEnum):
     OPCUA = "opcua"
 
 
-#: Kind -> protocol: machine tools, compressors and meters on Modbus, pumps and lines on OPC UA.
+#: Kind -> protocol: machine tools, compressors, meters and engine test cells on Modbus, pumps
+#: and lines on OPC UA.
 DEFAULT_PROTOCOLS: Final[Mapping[str, Protocol]] = {
     "cnc": Protocol.MODBUS,
+    "turbofan": Protocol.MODBUS,
     "compressor": Protocol.MODBUS,
     "meter": Protocol.MODBUS,
     "pump": Protocol.OPCUA,

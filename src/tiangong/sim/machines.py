@@ -22,7 +22,7 @@ demo sees a failure in minutes instead of days.
 
 Kinds (thing model ids): ``cnc`` machining center, ``pump`` centrifugal pump, ``compressor``
 screw air compressor, ``meter`` power meter of a workshop feeder, ``line`` assembly line
-counter.
+counter, ``turbofan`` engine test cell replaying C-MAPSS trajectories (``turbofan.py``).
 """
 
 from __future__ import annotations
@@ -582,12 +582,17 @@ class LineCounter(Machine):
         )
 
 
+# The engine test cell builds on Machine above (the package imports this module first, so the
+# cycle machines -> turbofan -> machines always finds Machine defined).
+from tiangong.sim.turbofan import TurbofanTestCell  # noqa: E402
+
 KINDS: Final[dict[str, type[Machine]]] = {
     "cnc": CncMachine,
     "pump": Pump,
     "compressor": AirCompressor,
     "meter": PowerMeter,
     "line": LineCounter,
+    "turbofan": TurbofanTestCell,
 }
 
 

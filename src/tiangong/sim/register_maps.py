@@ -31,6 +31,7 @@ pump        input       state, flow uint16 x0.1, pressure uint16 x0.001, power f
             coil        start, stop (commands)
 line        input       state, line_speed uint16 x0.01, good_count int64, reject_count uint32
             coil        reset_counters (command)
+turbofan    input       state, engine and cycle uint16, the 3 settings and 21 sensors float32
 =========== =========== ===================================================================
 
 Addresses are 0-based as on the wire and contiguous within each table of a kind, so a gateway
@@ -276,6 +277,16 @@ REGISTER_MAPS: Final[dict[str, RegisterMap]] = {
             _p("reject_count", "input", 6, "uint32"),
         ),
         commands=(CommandCoil("reset_counters", 0),),
+    ),
+    "turbofan": RegisterMap(
+        kind="turbofan",
+        points=(
+            _p("state", "input", 0, "uint16"),
+            _p("engine", "input", 1, "uint16"),
+            _p("cycle", "input", 2, "uint16"),
+            *(_p(f"setting{i}", "input", 1 + 2 * i, "float32") for i in range(1, 4)),
+            *(_p(f"s{i}", "input", 7 + 2 * i, "float32") for i in range(1, 22)),
+        ),
     ),
 }
 

@@ -41,6 +41,54 @@ _REPAIRED = EventSpec(
 )
 _RESET_COUNTERS = CommandSpec(id="reset_counters", name="Reset counters / 计数清零")
 
+#: The 21 C-MAPSS sensors (Saxena et al., PHM08): symbol, description, unit.
+_CMAPSS_SENSORS: Final = (
+    ("T2", "Total temperature at fan inlet", "degR"),
+    ("T24", "Total temperature at LPC outlet", "degR"),
+    ("T30", "Total temperature at HPC outlet", "degR"),
+    ("T50", "Total temperature at LPT outlet", "degR"),
+    ("P2", "Pressure at fan inlet", "psia"),
+    ("P15", "Total pressure in bypass duct", "psia"),
+    ("P30", "Total pressure at HPC outlet", "psia"),
+    ("Nf", "Physical fan speed", "rpm"),
+    ("Nc", "Physical core speed", "rpm"),
+    ("epr", "Engine pressure ratio (P50/P2)", None),
+    ("Ps30", "Static pressure at HPC outlet", "psia"),
+    ("phi", "Ratio of fuel flow to Ps30", "pps/psi"),
+    ("NRf", "Corrected fan speed", "rpm"),
+    ("NRc", "Corrected core speed", "rpm"),
+    ("BPR", "Bypass ratio", None),
+    ("farB", "Burner fuel-air ratio", None),
+    ("htBleed", "Bleed enthalpy", None),
+    ("Nf_dmd", "Demanded fan speed", "rpm"),
+    ("PCNfR_dmd", "Demanded corrected fan speed", "rpm"),
+    ("W31", "HPT coolant bleed", "lbm/s"),
+    ("W32", "LPT coolant bleed", "lbm/s"),
+)
+
+_TURBOFAN = ThingModel(
+    id="turbofan",
+    name="Turbofan engine test cell / 涡扇发动机试车台",
+    description=(
+        "One reading per engine operating cycle: the 3 operational settings and the 21 sensors "
+        "of NASA C-MAPSS; the health service applies the trained RUL model to them."
+    ),
+    properties=[
+        PropertySpec(id="state", name="State", type=E, enum=["running", "down"]),
+        PropertySpec(id="engine", name="Engine (FD001 unit replayed)", type=INT, min=1),
+        PropertySpec(id="cycle", name="Operating cycle", type=INT, min=1),
+        *(
+            PropertySpec(id=f"setting{i}", name=f"Operational setting {i}", type=F)
+            for i in range(1, 4)
+        ),
+        *(
+            PropertySpec(id=f"s{i}", name=f"{symbol}: {text}", type=F, unit=unit)
+            for i, (symbol, text, unit) in enumerate(_CMAPSS_SENSORS, start=1)
+        ),
+    ],
+    events=[_FAULT, _REPAIRED],
+)
+
 THING_MODELS: Final[dict[str, ThingModel]] = {
     "cnc": ThingModel(
         id="cnc",
@@ -183,6 +231,7 @@ THING_MODELS: Final[dict[str, ThingModel]] = {
         events=[_FAULT],
         commands=[_RESET_COUNTERS],
     ),
+    "turbofan": _TURBOFAN,
 }
 
 DEMO_RULES: Final[list[ThresholdRule | RateOfChangeRule]] = [

@@ -52,7 +52,7 @@ Registry = Annotated[
 
 
 def _fail(exc: PhmError) -> typer.Exit:
-    err.print(f"[bold red]error:[/bold red] {exc}")
+    err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)  # paths stay whole
     return typer.Exit(1)
 
 

@@ -28,6 +28,9 @@ from tiangong.platform.api.routes import (
     audit,
     certificates,
     devices,
+    energy,
+    health,
+    oee,
     records,
     rules,
     security,
@@ -124,6 +127,9 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         certificates,
         audit,
         security,
+        oee,
+        energy,
+        health,
     ):
         app.include_router(module.router)
 

@@ -215,3 +215,33 @@ export const securityApi = {
   openMaintenance: ({ device_id, hours, reason }) =>
     postJson("/api/v1/security/maintenance", { device_id: device_id || null, hours, reason, tenant_id: currentTenant }),
 };
+
+// -- OEE (pages/oee.js) ---------------------------------------------------------------------------
+
+/** OEE by shift or day and the downtime Pareto of a site (`site`) or a device (`device`). */
+export const oeeApi = {
+  figures: (params, opts) => request("/api/v1/apps/oee", { scoped: true, params, ...opts }),
+  downtime: (params, opts) => request("/api/v1/apps/oee/downtime", { scoped: true, params, ...opts }),
+};
+
+// -- Equipment health (pages/health.js) -----------------------------------------------------------
+
+/** Fleet health and RUL, history, sensor anomalies, maintenance work orders, the RUL models. */
+export const healthApi = {
+  fleet: (opts) => request("/api/v1/apps/health", { scoped: true, ...opts }),
+  history: (device, opts) => request(`/api/v1/apps/health/${encodeURIComponent(device)}/history`, opts),
+  anomalies: (params, opts) => request("/api/v1/apps/health/anomalies", { scoped: true, params, ...opts }),
+  workOrders: (params, opts) => request("/api/v1/apps/work-orders", { scoped: true, params, ...opts }),
+  transition: (id, action, note = null) =>
+    postJson(`/api/v1/apps/work-orders/${encodeURIComponent(id)}/transition`, { action, note }),
+  models: (opts) => request("/api/v1/apps/models", opts),
+};
+
+// -- Plant energy (pages/plant-energy.js) ---------------------------------------------------------
+
+/** A site's (`site`, `line`) or a device's (`device`) energy, cost by band, and anomalies. */
+export const plantEnergyApi = {
+  consumption: (params, opts) => request("/api/v1/apps/energy", { scoped: true, params, ...opts }),
+  anomalies: (params, opts) => request("/api/v1/apps/energy/anomalies", { scoped: true, params, ...opts }),
+  tariff: (site, opts) => request(`/api/v1/apps/energy/tariffs/${encodeURIComponent(site)}`, { scoped: true, ...opts }),
+};

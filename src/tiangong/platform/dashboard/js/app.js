@@ -21,6 +21,9 @@ const routes = [
   { nav: "national", match: (p) => (p.length === 1 && p[0] === "national" ? {} : null), load: () => import("./pages/national.js") },
   { nav: "energy", match: (p) => (p.length === 1 && p[0] === "energy" ? {} : null), load: () => import("./pages/energy.js") },
   { nav: "security", match: (p) => (p.length === 1 && p[0] === "security" ? {} : null), load: () => import("./pages/security.js") },
+  { nav: "health", match: (p) => (p.length === 1 && p[0] === "health" ? {} : null), load: () => import("./pages/health.js") },
+  { nav: "oee", match: (p) => (p.length === 1 && p[0] === "oee" ? {} : null), load: () => import("./pages/oee.js") },
+  { nav: "plant-energy", match: (p) => (p.length === 1 && p[0] === "plant-energy" ? {} : null), load: () => import("./pages/plant-energy.js") },
 ];
 
 const LOGO = html`<svg viewBox="0 0 32 32" aria-hidden="true"><path d="M8 10h16M10 16h12M16 10v14M10 24l6-8 6 8"
@@ -140,6 +143,9 @@ async function start() {
         <a href="#/sites" data-nav="sites">Sites</a>
         <a href="#/national" data-nav="national">National data</a>
         <a href="#/energy" data-nav="energy">Energy</a>
+        <a href="#/oee" data-nav="oee">OEE</a>
+        <a href="#/plant-energy" data-nav="plant-energy">Plant energy</a>
+        <a href="#/health" data-nav="health">Health</a>
         <a href="#/security" data-nav="security">Security</a>
       </nav>
       <div class="header-right">
