@@ -13,7 +13,9 @@ How each indicator is measured here:
   period, computed by the energy app (``apps.energy``: counter resets and rollovers, glitches,
   duplicates, out-of-order readings and gaps handled, an increase across the period's edges
   split exactly at them). ENERGY_TCE converts it at 0.1229 kgce/kWh (``catalog.kwh_to_tce``).
-- PRODUCTION_VOLUME: the increase of every good-parts counter (``parts_good``, ``good_count``).
+- PRODUCTION_VOLUME: the increase of every good-parts counter (``parts_good``, ``good_count``),
+  read as robustly as the energy counters (a ``reset_counters`` command does not lose or invent
+  parts).
   OUTPUT_VALUE = volume times the profile's unit price. ENERGY_INTENSITY = tce / (output / 10,000).
 - PEAK_POWER_KW: the largest 15-minute mean of the meters' summed ``active_power`` (or
   ``power``): the demand interval of China's two-part electricity tariff.
@@ -121,7 +123,9 @@ class IndicatorCollector:
                         meters.append(power)
             for metric in GOOD_COUNTERS:
                 if metric in series:
-                    good += await self._increase(series[metric], start_ms, end_ms)
+                    good += await self.platform.energy.counter_increase(
+                        device_id, series[metric], start_ms, end_ms
+                    )
         kwh = await self.platform.energy.counter_kwh(self.profile.tenant_id, start_ms, end_ms)
         tce = kwh_to_tce(kwh)
         output = good * self.profile.unit_price_cny
@@ -173,20 +177,6 @@ class IndicatorCollector:
             offset += len(page)
             if not page or offset >= total:
                 return ids
-
-    async def _increase(self, series_id: int, start_ms: int, end_ms: int) -> float:
-        """How much a cumulative counter rose in ``[start, end)``."""
-        if end_ms <= start_ms:
-            return 0.0
-        span = end_ms - start_ms
-        store = self.platform.store
-        highs = await store.query(series_id, start_ms, end_ms, span, Aggregate.MAX)
-        lows = await store.query(series_id, start_ms, end_ms, span, Aggregate.MIN)
-        high = next((float(v) for _, v in highs if isinstance(v, int | float)), None)
-        low = next((float(v) for _, v in lows if isinstance(v, int | float)), None)
-        if high is None or low is None:
-            return 0.0
-        return max(0.0, high - low)
 
     async def _peak(self, meters: list[int], start_ms: int, end_ms: int) -> float:
         """The largest demand-interval mean of the meters' summed power."""

@@ -415,6 +415,21 @@ class EnergyService:
             kwh += profile.between(start_ms, end_ms)
         return kwh
 
+    async def counter_increase(
+        self, device_id: str, series_id: int, start_ms: int, end_ms: int
+    ) -> float:
+        """How much any cumulative counter (energy, good parts...) rose in ``[start, end)``.
+
+        The same robust reading as ``counter_kwh``: a counter reset, a glitch or a duplicate
+        never turns into a negative or inflated increase.
+        """
+        if end_ms <= start_ms:
+            return 0.0
+        profile, _ = await self._counter(
+            device_id, series_id, start_ms, end_ms, _resolution(start_ms, end_ms)
+        )
+        return profile.between(start_ms, end_ms)
+
     async def _scope(
         self, tenant_id: str | None, site_id: str | None, device_id: str | None, line: str | None
     ) -> tuple[str, _Site, list[Device]]:
