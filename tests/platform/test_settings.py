@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 
 from tiangong.platform.errors import ConfigurationError
+from tiangong.platform.service import Platform
 from tiangong.platform.settings import PlatformSettings
 
 
@@ -44,3 +48,20 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIANGONG_ADMIN_TOKEN", "admin")
     with pytest.raises(ConfigurationError, match="admin_token"):
         PlatformSettings.load()
+
+
+def test_session_and_token_lifetimes_reach_the_services(tmp_path: Path) -> None:
+    settings = PlatformSettings.load(
+        data_dir=tmp_path,
+        session_idle_minutes=5,
+        session_hours=2,
+        token_default_days=7,
+        token_max_days=30,
+    )
+    platform = Platform(settings)
+    assert platform.users.idle_timeout == timedelta(minutes=5)
+    assert platform.users.session_lifetime == timedelta(hours=2)
+    assert platform.tokens.default_lifetime == timedelta(days=7)
+    assert platform.tokens.max_lifetime == timedelta(days=30)
+    with pytest.raises(ConfigurationError, match="session_idle_minutes"):
+        PlatformSettings.load(session_idle_minutes=0)

@@ -101,8 +101,16 @@ class Platform:
         self.dead_letters = DeadLetterStore(self.db)
         self.alarms = AlarmService(self.db, self.metrics)
         self.kpis = KpiService(self.db, self.registry, self.store)
-        self.tokens = TokenService(self.db)
-        self.users = UserService(self.db)
+        self.tokens = TokenService(
+            self.db,
+            default_lifetime=timedelta(days=settings.token_default_days),
+            max_lifetime=timedelta(days=max(settings.token_max_days, settings.token_default_days)),
+        )
+        self.users = UserService(
+            self.db,
+            idle_timeout=timedelta(minutes=settings.session_idle_minutes),
+            session_lifetime=timedelta(hours=settings.session_hours),
+        )
         self.audit: AuditTrail  # set in _start, once the database is open (security.audit)
         self.sparkplug: SparkplugHostService | None = None
         if settings.sparkplug_enabled:

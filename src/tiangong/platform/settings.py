@@ -79,6 +79,10 @@ class PlatformSettings(BaseSettings):
             it on once every device has enrolled for a certificate.
         mqtt_revocation_check: seconds between checks of connected certificates against
             revocations made by other processes (the API's revocations act at once).
+        session_idle_minutes: a signed-in session ends after this long without a request.
+        session_hours: a session ends this long after sign-in, whatever its use.
+        token_default_days: lifetime of a new API token whose issuer names no expiry.
+        token_max_days: the longest lifetime a new API token may be given.
         api_rate_limit: API requests per second per client address (0: no limit).
         api_burst: API requests a client address may send at once.
         api_token_rate_limit: API requests per second per token or session (0: no limit).
@@ -124,6 +128,11 @@ class PlatformSettings(BaseSettings):
     mqtt_tls_hostnames: list[str] = Field(default_factory=list)
     mqtt_require_certificates: bool = False
     mqtt_revocation_check: float = Field(default=2.0, gt=0)
+    # Sessions and tokens (docs/security.md, "Users, sessions, API tokens and roles").
+    session_idle_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    token_default_days: float = Field(default=90.0, gt=0)
+    token_max_days: float = Field(default=366.0, gt=0)
     # Rate and size limits (docs/security.md, "Rate limits and input limits").
     api_rate_limit: float = Field(default=200.0, ge=0)
     api_burst: float = Field(default=1000.0, ge=1)
