@@ -677,12 +677,18 @@ class HealthService:
 
     def _predictor(self, version: str | None) -> RulPredictor | None:
         if version not in self._predictors:
-            from tiangong.apps.phm.predictor import RulPredictor  # noqa: PLC0415 - LightGBM
-
             try:
+                from tiangong.apps.phm.predictor import RulPredictor  # noqa: PLC0415 - LightGBM
+
                 self._predictors[version] = RulPredictor.from_registry(self.models, version)
-            except PhmError as exc:
-                _log.error("health: cannot load RUL model %s: %s", version or "(default)", exc)
+            except (PhmError, ImportError, OSError) as exc:
+                # OSError: LightGBM's wheel needs the system's OpenMP (libgomp1 on Debian).
+                _log.error(
+                    "health: cannot load RUL model %s: %s; RUL-model devices get no estimate"
+                    " (on a slim image: apt-get install libgomp1)",
+                    version or "(default)",
+                    exc,
+                )
                 self._predictors[version] = None
         return self._predictors[version]
 
