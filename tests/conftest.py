@@ -4,14 +4,52 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import sys
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.servers import MosquittoProcess, postgres_dsn, unavailable
+
+#: Seconds into a test after which the stacks of its pending asyncio tasks are printed, before
+#: faulthandler's thread dump (180 s) and pytest-timeout's failure (240 s): a test waiting for
+#: ever on an idle event loop shows only ``select`` in a thread dump, its tasks show where.
+TASK_DUMP_AFTER = 170.0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    timer = threading.Timer(TASK_DUMP_AFTER, _dump_pending_tasks, args=(item.nodeid,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _dump_pending_tasks(nodeid: str) -> None:
+    out = io.StringIO()
+    out.write(f"\n+++ asyncio tasks of {nodeid} pending after {TASK_DUMP_AFTER:.0f} s +++\n")
+    # From another thread there is no public view of a loop's tasks: read asyncio's registry
+    # (a WeakSet; retried if the loop changes it while it is copied).
+    tasks: list[asyncio.Task[object]] = []
+    for _ in range(5):
+        with contextlib.suppress(RuntimeError):
+            tasks = list(getattr(asyncio.tasks, "_all_tasks", ()))
+            break
+    for task in tasks:
+        if not task.done():
+            out.write(f"--- {task.get_name()}: {task.get_coro()!r}\n")
+            task.print_stack(limit=20, file=out)
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(out.getvalue())
+    stream.flush()
 
 
 @pytest.fixture
