@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from tiangong.cancellation import raise_if_cancelling
 from tiangong.data.catalog import Catalog, kwh_to_tce
 from tiangong.data.model import Level, Measure, Period, Report, Scope, report_id_for
 from tiangong.platform.model import DeviceState
@@ -307,6 +308,8 @@ class EnterpriseReporter:
         while True:
             try:
                 await self.one_round()
+                # A JetStream publish (nats-py: asyncio.wait_for) may have swallowed a stop.
+                raise_if_cancelling()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a round must never stop the platform; the next one retries

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from tiangong.cancellation import raise_if_cancelling
 from tiangong.edge.adapters.base import DeviceAdapter, ReadingSink
 from tiangong.edge.errors import CommandError, DeviceError, DeviceSilentError
 
@@ -151,7 +152,7 @@ class DeviceCoordinator:
                 try:
                     async with self._lock:
                         await self.adapter.connect(self._sink)
-                    _raise_if_cancelling()
+                    raise_if_cancelling()
                     if self._connected_once:
                         self.reconnects += 1
                     self._connected_once = True
@@ -169,7 +170,7 @@ class DeviceCoordinator:
                     _log.debug("device %s: %s", self.device_id, exc)
                 async with self._lock:
                     await self.adapter.close()
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 if self.availability is not Availability.OFFLINE:
                     # A single failure: reconnect at once and keep reading.
                     await asyncio.sleep(self._backoff_initial / 10)
@@ -188,7 +189,7 @@ class DeviceCoordinator:
             try:
                 async with self._lock:
                     readings = await self.adapter.read()
-                _raise_if_cancelling()
+                raise_if_cancelling()
             except DeviceSilentError as exc:
                 # A pushing device went quiet: it is offline, but the connection that will
                 # carry its next message is fine, so keep it and keep probing.
@@ -231,16 +232,3 @@ class DeviceCoordinator:
             raise CommandError(command, "device_offline", f"{self.device_id} is not reachable now")
         async with self._lock:
             return await self.adapter.call(command, params)
-
-
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that a library swallowed.
-
-    Python 3.11's ``asyncio.wait_for`` (used by pymodbus to connect) loses a cancellation that
-    arrives as the connection completes, and the task then runs on: its TaskGroup, and the
-    gateway's shutdown, would wait for it for ever (seen: a gateway that ignored SIGTERM). A
-    task's pending cancellation requests stay counted, so it can be honoured here.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

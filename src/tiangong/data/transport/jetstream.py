@@ -43,6 +43,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from tiangong.cancellation import raise_if_cancelling
 from tiangong.data.errors import TransportError
 from tiangong.data.model import Level
 from tiangong.data.transport.base import Backoff, parse_destination
@@ -286,6 +287,7 @@ class JetStreamTransport:
         deadline = loop.time() + self.publish_timeout
         attempt = 0
         while True:
+            raise_if_cancelling()  # a retry must not outlive a stop nats-py swallowed
             try:
                 await self.ensure_stream(level)
                 await self.js.publish(subject, data, timeout=5.0, headers=dict(headers))
@@ -312,6 +314,7 @@ class JetStreamTransport:
         failures = 0
         try:
             while True:
+                raise_if_cancelling()  # nats-py's fetch (asyncio.wait_for) may swallow a stop
                 try:
                     if sub is None:
                         await self.ensure_consumer(destination, durable)
