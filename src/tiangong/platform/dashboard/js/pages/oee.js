@@ -7,8 +7,7 @@ import { oeeApi } from "../api.js";
 import { emptyState, errorState, loadingState, meter } from "../components.js";
 import { formatDuration, formatInt, formatPercent } from "../format.js";
 import { html, render } from "../html.js";
-import { sitesOrExplain } from "../site-pages.js";
-import { updateQuery } from "../router.js";
+import { bindSiteToolbar, siteToolbar, sitesOrExplain } from "../site-pages.js";
 
 const RANGES = { "24h": "24 h", "7d": "7 d", "30d": "30 d" };
 const GROUPS = { shift: "By shift", day: "By day" };
@@ -44,17 +43,7 @@ export async function mount(outlet, { query }, scope) {
   if (!sites.some((s) => s.id === state.site)) state.site = sites[0].id;
   render(outlet, html`<div class="page-head"><div><h1>OEE <span class="zh">设备综合效率</span></h1>
       <div class="sub">ISO 22400-2: availability × effectiveness × quality, from machine states and part counters</div></div></div>
-    <section class="card"><div class="toolbar">
-      <label class="field">Site <select data-site>${sites.map(
-        (s) => html`<option value="${s.id}" ${s.id === state.site ? "selected" : ""}>${s.name || s.id}</option>`,
-      )}</select></label>
-      <div class="segmented" role="group" aria-label="Range" data-ranges>${Object.entries(RANGES).map(
-        ([key, label]) => html`<button type="button" data-range="${key}" aria-pressed="${String(key === state.range)}">${label}</button>`,
-      )}</div>
-      <div class="segmented" role="group" aria-label="Grouping" data-groups>${Object.entries(GROUPS).map(
-        ([key, label]) => html`<button type="button" data-by="${key}" aria-pressed="${String(key === state.by)}">${label}</button>`,
-      )}</div>
-      <span class="spacer"></span><span class="sub" data-zone></span></div></section>
+    ${siteToolbar(sites, state, RANGES, GROUPS)}
     <section class="grid kpis four" data-kpis>${loadingState()}</section>
     <section class="card"><div class="card-head"><h2 data-periods-title>Shifts</h2>
       <span class="sub">the site's machines together: ratios of sums, never averages of ratios</span></div>
@@ -87,28 +76,7 @@ export async function mount(outlet, { query }, scope) {
       onError: (error) => first && render(outlet.querySelector("[data-kpis]"), html`<div class="card">${errorState(error, "Could not compute OEE")}</div>`),
     },
   );
-  const persist = () => updateQuery({ site: state.site, range: state.range, by: state.by });
-  outlet.querySelector("[data-site]").addEventListener("change", (e) => {
-    state.site = e.target.value;
-    persist();
-    poller.now();
-  });
-  outlet.querySelector("[data-ranges]").addEventListener("click", (e) => {
-    const button = e.target.closest("button[data-range]");
-    if (!button) return;
-    state.range = button.dataset.range;
-    for (const b of outlet.querySelectorAll("[data-range]")) b.setAttribute("aria-pressed", String(b === button));
-    persist();
-    poller.now();
-  });
-  outlet.querySelector("[data-groups]").addEventListener("click", (e) => {
-    const button = e.target.closest("button[data-by]");
-    if (!button) return;
-    state.by = button.dataset.by;
-    for (const b of outlet.querySelectorAll("[data-by]")) b.setAttribute("aria-pressed", String(b === button));
-    persist();
-    poller.now();
-  });
+  bindSiteToolbar(outlet, state, () => poller.now());
 }
 
 function renderKpis(host, f) {

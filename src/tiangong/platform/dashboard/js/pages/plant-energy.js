@@ -9,8 +9,7 @@ import { plantEnergyApi } from "../api.js";
 import { emptyState, errorState, loadingState, meter } from "../components.js";
 import { formatDuration, formatInt, formatNumber, formatPercent } from "../format.js";
 import { html, render } from "../html.js";
-import { sitesOrExplain } from "../site-pages.js";
-import { updateQuery } from "../router.js";
+import { bindSiteToolbar, siteToolbar, sitesOrExplain } from "../site-pages.js";
 
 const RANGES = { "24h": "24 h", "7d": "7 d", "30d": "30 d", "365d": "12 months" };
 const GROUPS = { hour: "By hour", day: "By day", month: "By month" };
@@ -65,17 +64,7 @@ export async function mount(outlet, { query }, scope) {
   if (!sites.some((s) => s.id === state.site)) state.site = sites[0].id;
   render(outlet, html`<div class="page-head"><div><h1>Plant energy <span class="zh">能耗管理</span></h1>
       <div class="sub">electricity from the site's meters · cost by time-of-use band (峰谷平) · kWh per good unit</div></div></div>
-    <section class="card"><div class="toolbar">
-      <label class="field">Site <select data-site>${sites.map(
-        (s) => html`<option value="${s.id}" ${s.id === state.site ? "selected" : ""}>${s.name || s.id}</option>`,
-      )}</select></label>
-      <div class="segmented" role="group" aria-label="Range" data-ranges>${Object.entries(RANGES).map(
-        ([key, label]) => html`<button type="button" data-range="${key}" aria-pressed="${String(key === state.range)}">${label}</button>`,
-      )}</div>
-      <div class="segmented" role="group" aria-label="Grouping" data-groups>${Object.entries(GROUPS).map(
-        ([key, label]) => html`<button type="button" data-by="${key}" aria-pressed="${String(key === state.by)}">${label}</button>`,
-      )}</div>
-      <span class="spacer"></span><span class="sub" data-zone></span></div></section>
+    ${siteToolbar(sites, state, RANGES, GROUPS)}
     <section class="grid kpis four" data-kpis>${loadingState()}</section>
     <section class="card"><div class="card-head"><h2>Time-of-use bands <span class="zh">峰谷平</span></h2>
       <span class="sub" data-tariff></span></div>
@@ -115,32 +104,8 @@ export async function mount(outlet, { query }, scope) {
       onError: (error) => first && render(outlet.querySelector("[data-kpis]"), html`<div class="card">${errorState(error, "Could not compute the energy figures")}</div>`),
     },
   );
-  const persist = () => updateQuery({ site: state.site, range: state.range, by: state.by });
-  const press = (attr, value) => {
-    for (const b of outlet.querySelectorAll(`[data-${attr}]`)) b.setAttribute("aria-pressed", String(b.dataset[attr] === value));
-  };
-  outlet.querySelector("[data-site]").addEventListener("change", (e) => {
-    state.site = e.target.value;
-    persist();
-    poller.now();
-  });
-  outlet.querySelector("[data-ranges]").addEventListener("click", (e) => {
-    const button = e.target.closest("button[data-range]");
-    if (!button) return;
-    state.range = button.dataset.range;
-    state.by = DEFAULT_GROUP[state.range];
-    press("range", state.range);
-    press("by", state.by);
-    persist();
-    poller.now();
-  });
-  outlet.querySelector("[data-groups]").addEventListener("click", (e) => {
-    const button = e.target.closest("button[data-by]");
-    if (!button) return;
-    state.by = button.dataset.by;
-    press("by", state.by);
-    persist();
-    poller.now();
+  bindSiteToolbar(outlet, state, () => poller.now(), (s) => {
+    s.by = DEFAULT_GROUP[s.range];
   });
 }
 
