@@ -44,7 +44,7 @@ import hashlib
 import ipaddress
 import struct
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Final, NoReturn, TypeVar, cast
 
 from tiangong.identity.errors import CodecError
@@ -80,6 +80,7 @@ from tiangong.identity.handle.protocol import (
     MAX_MESSAGE_LENGTH,
     MAX_UDP_DATA,
     MAX_VALUES,
+    UNKNOWN_SITE_SERIAL,
     DigestAlgorithm,
     OpCode,
     OpFlag,
@@ -121,10 +122,13 @@ __all__ = [
     "encode_envelope",
     "encode_error_reply",
     "encode_message",
+    "encode_resolution_answer",
+    "encode_resolution_body",
     "encode_site",
     "encode_value",
     "encode_value_list",
     "encode_values",
+    "plain_resolution_handle",
     "request_digest",
     "signed_part",
     "site_server_for",
@@ -1481,6 +1485,92 @@ def encode_message(message: Message, *, now: int | None = None) -> bytes:
         raise CodecError(
             f"cannot encode the {op.name} message: text is not encodable ({exc.reason})"
         ) from exc
+
+
+# ------------------------------------------------------------------------ pre-encoded answers
+
+# The miss path of a plain public resolution, without objects: the request is checked in
+# place, the answer is the store's pre-encoded body under a header packed here. A Message
+# round trip (decode, HandleValue objects, encode) costs about 30 µs of a miss's 45; these cost
+# a few. Anything but the plainest request (filters, a credential, several packets, another
+# protocol version) returns None and goes the full way, so errors come from one place.
+_OP_RESOLUTION_REQUEST: Final = b"\x00\x00\x00\x01\x00\x00\x00\x00"
+_ECHOED_RESPONSE_FLAGS: Final = int(OpFlag.PO | OpFlag.KC)
+_NO_FILTERS_NO_CREDENTIAL: Final = bytes(12)
+
+
+def plain_resolution_handle(data: bytes) -> str | None:
+    """The handle asked for by a plain public resolution request in one packet, else None.
+
+    Plain: protocol 2.x, not compressed, encrypted or multi-packet, op RESOLUTION, no CT or RD
+    flag, no index or type filter and no credential, with lengths that add up exactly. The
+    handle is returned as sent (its syntax is the caller's to check).
+    """
+    size = len(data)
+    if size < 56 or data[0] != 2 or data[2] & 0xE0 or data[20:28] != _OP_RESOLUTION_REQUEST:
+        return None
+    if data[28] & 0x40 or data[29] & 0x80 or data[12:16] != _ZERO_U32:
+        return None
+    (message_length,) = _U32.unpack_from(data, 16)
+    (body_length,) = _U32.unpack_from(data, 40)
+    (handle_length,) = _U32.unpack_from(data, 44)
+    if (
+        message_length != size - ENVELOPE_SIZE
+        or handle_length > MAX_HANDLE_LENGTH
+        or body_length != handle_length + 12
+        or size != 56 + handle_length + 4
+        or data[48 + handle_length :] != _NO_FILTERS_NO_CREDENTIAL
+    ):
+        return None
+    try:
+        return data[48 : 48 + handle_length].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def encode_resolution_body(handle: str, values: Sequence[HandleValue]) -> bytes:
+    """The body of a successful resolution response: the handle and ``values`` as given."""
+    parts: list[bytes] = []
+    _append_text(parts, handle)
+    parts.append(_U32.pack(len(values)))
+    for value in values:
+        _append_value(parts, value)
+    return b"".join(parts)
+
+
+def encode_resolution_answer(request: bytes, body: bytes, *, now: int | None = None) -> bytes:
+    """The success response to a plain resolution ``request``, carrying ``body``.
+
+    ``request`` is one that ``plain_resolution_handle`` accepts and ``body`` comes from
+    ``encode_resolution_body``: the result is byte for byte what ``encode_message`` makes of the
+    dispatcher's reply to the decoded request.
+    """
+    major, minor, flags, suggested_minor = request[0], request[1], request[2], request[3]
+    suggested_major = flags & 0x03
+    if suggested_major == 0:  # an RFC 3652 envelope: the actual version stands in
+        suggested_major, suggested_minor = major & 0x03, minor
+    (request_flags,) = _U32.unpack_from(request, 28)
+    expiration = (int(time.time()) if now is None else now) + DEFAULT_EXPIRATION
+    head = _PREFIX.pack(
+        major,
+        minor,
+        suggested_major,
+        suggested_minor,
+        *_SESSION_AND_REQUEST.unpack_from(request, 4),
+        0,
+        HEADER_SIZE + len(body) + 4,
+        OpCode.RESOLUTION,
+        ResponseCode.SUCCESS,
+        request_flags & _ECHOED_RESPONSE_FLAGS,
+        UNKNOWN_SITE_SERIAL,
+        request[34],
+        expiration,
+        len(body),
+    )
+    return b"".join((head, body, _ZERO_U32))
+
+
+_SESSION_AND_REQUEST: Final = struct.Struct(">II")
 
 
 def encode_error_reply(

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from tiangong.identity import auth
 from tiangong.identity.errors import IdentityError
+from tiangong.identity.handle import codec
 from tiangong.identity.handle.codec import request_digest
 from tiangong.identity.handle.messages import (
     Body,
@@ -300,6 +301,24 @@ class Dispatcher:
         except NodeError as exc:
             return self.error(message, exc.code, exc.message, raw)
         return self._resolution_reply(message, result, raw)
+
+    def answer_plain_now(self, data: bytes) -> bytes | None:
+        """The encoded answer to a plain public resolution, from the store's encoded answers.
+
+        The miss path without objects (``codec.plain_resolution_handle``,
+        ``HandleNode.public_answer_now``); None whenever the request or its answer needs more,
+        and then ``answer_now`` or ``answer`` is the way.
+        """
+        node = self.writable
+        if node is None:
+            return None
+        handle = codec.plain_resolution_handle(data)
+        if handle is None:
+            return None
+        body = node.public_answer_now(handle)
+        if body is None:
+            return None
+        return codec.encode_resolution_answer(data, body)
 
     def _resolution_reply(
         self, message: Message, result: HandleRecord | Referral, raw: bytes

@@ -88,10 +88,14 @@ class ResponseCache:
         """Keep ``data`` (the encoded ``response`` to ``raw``) if it may answer repeats."""
         if self.max_entries <= 0 or request.header.op is not OpCode.RESOLUTION:
             return
-        if response.header.response is not ResponseCode.SUCCESS or len(data) > MAX_UDP_PACKET:
+        if response.header.response is not ResponseCode.SUCCESS:
             return
+        self.remember_answer(raw, data)
+
+    def remember_answer(self, raw: bytes, data: bytes) -> None:
+        """Keep ``data``, a successful encoded answer to the resolution ``raw``, if it may."""
         key = request_key(raw)
-        if key is None:
+        if key is None or len(data) > MAX_UDP_PACKET or self.max_entries <= 0:
             return
         if len(self._entries) >= self.max_entries:
             # Evict the oldest insertion: cheap, and hot records come straight back.

@@ -91,6 +91,17 @@ class _UdpProtocol(asyncio.DatagramProtocol):
                 self.transport.sendto(cached, addr)
             return
         try:
+            # The miss path of a plain resolution: the store's encoded answer under a header.
+            plain = server.dispatcher.answer_plain_now(data)
+        except Exception:  # a bug must not take the listener down; the full path decides
+            log.exception("UDP request from %s: the encoded-answer path failed", addr)
+            plain = None
+        if plain is not None and len(plain) <= MAX_UDP_PACKET:
+            if self.transport is not None:
+                self.transport.sendto(plain, addr)
+            server.responses.remember_answer(data, plain)
+            return
+        try:
             raw = self.reassembler.feed_raw(data, peer=addr)
             if raw is None:
                 return  # more packets of this message to come
@@ -351,6 +362,15 @@ class NodeServer:
                     cached = self.responses.answer(raw)
                     if cached is not None:
                         writer.write(cached)
+                        continue
+                    try:
+                        plain = self.dispatcher.answer_plain_now(raw)
+                    except Exception:  # the full path below decides
+                        log.exception("TCP request from %s: the encoded-answer path failed", peer)
+                        plain = None
+                    if plain is not None:
+                        writer.write(plain)
+                        self.responses.remember_answer(raw, plain)
                         continue
                     try:
                         message = codec.decode_message(raw)

@@ -59,7 +59,7 @@ from tiangong.identity.handle.values import (
     split_handle,
     validate_handle,
 )
-from tiangong.identity.store.base import HandleStore
+from tiangong.identity.store.base import HandleStore, WouldBlock
 
 if TYPE_CHECKING:
     from tiangong.identity.signing import RecordSigner
@@ -471,6 +471,25 @@ class HandleNode:
         if referral is not None or record is None:
             return self._not_here(handle, referral)
         return self._filtered(record, indexes, types, allowed_private=False)
+
+    def public_answer_now(self, handle: str) -> bytes | None:
+        """The encoded anonymous, unfiltered answer for ``handle``, if the store keeps one.
+
+        The miss path of the UDP and TCP listeners (``codec.encode_resolution_answer`` wraps
+        it): only a well-formed normal handle under a prefix homed here, present with a public
+        value. None for everything else (a prefix handle, a referral, not found, a store without
+        encoded answers or that would block), which ``resolve_now``/``resolve`` then answer.
+        """
+        if is_prefix_handle(handle) or not self.homed_for(split_handle(handle)[0]):
+            return None
+        try:
+            validate_handle(handle)
+            body = self.store.public_answer_now(handle)
+        except (HandleSyntaxError, UnicodeError, WouldBlock):
+            return None
+        if body is not None:
+            self.stats.resolutions += 1
+        return body
 
     def _not_here(self, handle: str, referral: Referral | None) -> Referral:
         if referral is not None:

@@ -66,6 +66,7 @@ from tiangong.identity.errors import (
     ValueExistsError,
     ValueNotFoundError,
 )
+from tiangong.identity.handle.codec import encode_resolution_body
 from tiangong.identity.handle.values import (
     MAX_HANDLE_LENGTH,
     HandleRecord,
@@ -165,6 +166,19 @@ class HandleStore(abc.ABC):
             WouldBlock: this store cannot answer without waiting; use ``get``.
         """
         raise WouldBlock(f"the {self.name} store reads {handle!r} asynchronously")
+
+    def public_answer_now(self, handle: str) -> bytes | None:
+        """The pre-encoded anonymous answer for ``handle``, at once, for stores that keep one.
+
+        The bytes are ``public_answer(record)`` as of the last write: what a resolution with no
+        filter and no credential returns, encoded. None when the handle is absent or has no
+        public value (the full path then says which). The UDP and TCP listeners answer a cache
+        miss with it without building a single value object.
+
+        Raises:
+            WouldBlock: this store keeps no such answers or cannot read without waiting.
+        """
+        raise WouldBlock(f"the {self.name} store keeps no encoded answers ({handle!r})")
 
     @abc.abstractmethod
     async def get_many(self, handles: Sequence[str]) -> list[HandleRecord | None]:
@@ -358,6 +372,17 @@ def decode_refs(text: str | None) -> tuple[ValueReference, ...]:
 #: The columns both backends select for a record, in the order ``record_from_rows`` reads.
 #: (``handle`` and ``type`` as text; permissions folded into their 4-bit value.)
 Row = tuple[str, int, str, bytes, int, int, int, int, str | None]
+
+
+def public_answer(handle: str, values: Iterable[HandleValue]) -> bytes | None:
+    """The encoded body of an anonymous, unfiltered resolution of a record.
+
+    None if no value of it is public: such a resolution is refused, not answered.
+    """
+    public = sorted((v for v in values if v.public_read), key=lambda v: v.index)
+    if not public:
+        return None
+    return encode_resolution_body(handle, public)
 
 
 def record_from_rows(rows: Sequence[Row]) -> HandleRecord | None:
