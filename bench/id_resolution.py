@@ -20,7 +20,12 @@ What is measured (the issue's requirement: 2 cores, 1,000,000 records, cache hit
   record per identifier (``id-0000042.88.100.1.id.test TXT "<its URL>"``), NSD on a free port with
   a configuration of its own (not the system service), ``server-count`` equal to our worker count;
   ``dnsperf`` with the same hot and random sets gives the anchor's figure, and ``handle_load -m
-  dns`` (the same generator, DNS queries) gives percentiles for the same load.
+  dns`` (the same generator, DNS queries) gives percentiles for the same load;
+- the **uvloop floor** (``bench/_uvloop_floor.py``, ``--no-floor`` skips it): the issue's
+  Python anchor made with our own requests and answers, a uvloop UDP server that answers the hot
+  set from a dictionary and does nothing else, in as many processes as the node has workers. It
+  says what any Python process reaches on this machine in the same run, so the node's cached
+  figure can be read against it.
 
 Each figure comes with the CPU the server used (its processes, from ``/proc``) and the CPU the
 generator used, since both share the machine's two cores. Benchmarks measure; nothing asserts.
@@ -116,6 +121,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-http", action="store_true", help="skip HTTP")
     parser.add_argument("--no-nsd", action="store_true", help="skip NSD")
     parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the bare uvloop server answering the hot set from a dict (the Python floor)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="UDP only, no half-load runs (a smoke run)"
     )
     parser.add_argument(
@@ -145,28 +155,38 @@ def url_of(i: int) -> str:
     return f"https://factory.example.com/devices/ID-{i:07d}"
 
 
-def records(n: int) -> Iterator[HandleRecord]:
-    """Device identifiers: a URL, model, serial, maker and production date, and an HS_ADMIN."""
-    owner = ValueReference(f"0.NA/{PREFIX}", 200)
-    admin = HandleValue(
-        index=100,
-        type=HS_ADMIN,
-        data=encode_admin(AdminRecord(admin=owner, permissions=DEFAULT_ADMIN_PERMISSIONS)),
-        timestamp=TIMESTAMP,
-    )
-    models = ("PUMP-X200", "VALVE-V40", "MOTOR-M7", "SENSOR-T3")
-    for i in range(n):
-        yield HandleRecord(
-            handle_name(i),
-            (
-                HandleValue(1, "URL", url_of(i).encode(), timestamp=TIMESTAMP),
-                HandleValue(2, "DEVICE_MODEL", models[i % 4].encode(), timestamp=TIMESTAMP),
-                HandleValue(3, "SERIAL_NO", f"SN{i:010d}".encode(), timestamp=TIMESTAMP),
-                HandleValue(4, "MANUFACTURER", b"91310000MA1K4XYZ0A", timestamp=TIMESTAMP),
-                HandleValue(5, "PRODUCTION_DATE", b"2026-05-14", timestamp=TIMESTAMP),
-                admin,
-            ),
+_ADMIN = HandleValue(
+    index=100,
+    type=HS_ADMIN,
+    data=encode_admin(
+        AdminRecord(
+            admin=ValueReference(f"0.NA/{PREFIX}", 200), permissions=DEFAULT_ADMIN_PERMISSIONS
         )
+    ),
+    timestamp=TIMESTAMP,
+)
+_MODELS = ("PUMP-X200", "VALVE-V40", "MOTOR-M7", "SENSOR-T3")
+
+
+def record(i: int) -> HandleRecord:
+    """Device identifier i: a URL, model, serial, maker and production date, and an HS_ADMIN."""
+    return HandleRecord(
+        handle_name(i),
+        (
+            HandleValue(1, "URL", url_of(i).encode(), timestamp=TIMESTAMP),
+            HandleValue(2, "DEVICE_MODEL", _MODELS[i % 4].encode(), timestamp=TIMESTAMP),
+            HandleValue(3, "SERIAL_NO", f"SN{i:010d}".encode(), timestamp=TIMESTAMP),
+            HandleValue(4, "MANUFACTURER", b"91310000MA1K4XYZ0A", timestamp=TIMESTAMP),
+            HandleValue(5, "PRODUCTION_DATE", b"2026-05-14", timestamp=TIMESTAMP),
+            _ADMIN,
+        ),
+    )
+
+
+def records(n: int) -> Iterator[HandleRecord]:
+    """Device identifiers 0 .. n-1 (``record``)."""
+    for i in range(n):
+        yield record(i)
 
 
 async def load_store(path: Path, n: int) -> float:
@@ -405,6 +425,41 @@ def start_node(work: Path, workers: int, *, with_flag: bool) -> Server:
         time.sleep(0.3)
     stop_process(proc)
     raise RuntimeError(f"idnode did not answer on {port}: {log.read_text()[-2000:]}")
+
+
+def start_floor(work: Path, hot_handles: Path, processes: int) -> Server:
+    """The bare uvloop floor (``bench/_uvloop_floor.py``) in ``processes`` processes."""
+    port = free_port()
+    log = work / f"floor-{processes}.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("_uvloop_floor.py")),
+            "--port",
+            str(port),
+            "--handles",
+            str(hot_handles),
+            "--processes",
+            str(processes),
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    plural = "es" if processes > 1 else ""
+    server = Server(f"uvloop floor ({processes} process{plural})", proc, port)
+    server.log = log
+    first = hot_handles.read_text().split()[0]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the uvloop floor exited: {log.read_text()[-2000:]}")
+        if probe_handle(port, first, timeout=0.3) is not None:
+            time.sleep(0.5)  # the forked servers bind their sockets too
+            return server
+        time.sleep(0.2)
+    stop_process(proc)
+    raise RuntimeError(f"the uvloop floor did not answer on {port}")
 
 
 NSD_CONF = """server:
@@ -964,6 +1019,18 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                         doc["profiles"][kind] = profile_node(bench, server, kind)
         finally:
             stop_process(server.proc)
+    if not args.no_floor:
+        for processes in worker_counts:
+            with console.status(f"starting the uvloop floor ({processes} process(es))"):
+                floor = start_floor(work, workload.hot_handles, processes)
+            try:
+                top = bench.handle_load(floor, transport="udp", workload="cached")
+                if not args.quick:
+                    bench.handle_load(
+                        floor, transport="udp", workload="cached", rate=top.figures["qps"] / 2
+                    )
+            finally:
+                stop_process(floor.proc)
     if not args.no_nsd:
         for servers in worker_counts:
             nsd = measure_nsd(bench, servers)
