@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.identity.test_handle_codec import handles, values
+from tests.identity.test_node_limits import enterprise_options
 from tiangong.identity.handle import codec
 from tiangong.identity.handle.messages import (
     Credential,
@@ -37,8 +38,7 @@ from tiangong.identity.handle.protocol import (
 )
 from tiangong.identity.handle.values import HS_ADMIN, HandleRecord, HandleValue, Permission
 from tiangong.identity.node.dispatch import Dispatcher
-from tiangong.identity.node.runner import NodeOptions, RunningNode, running_node
-from tiangong.identity.node.service import NodeRole
+from tiangong.identity.node.runner import RunningNode, running_node
 from tiangong.identity.store import SqliteHandleStore
 from tiangong.identity.store.base import public_answer
 
@@ -227,15 +227,7 @@ async def test_a_store_from_before_encoded_answers_gets_them_when_opened(tmp_pat
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[RunningNode]:
-    options = NodeOptions(
-        NodeRole.ENTERPRISE,
-        prefix=PREFIX,
-        port=0,
-        http_port=None,
-        admin_secret=b"a-secret-for-the-test",
-        data_dir=tmp_path / "node",
-    )
-    async with running_node(options) as running:
+    async with running_node(enterprise_options(tmp_path)) as running:
         running.server.responses.max_entries = 0  # every resolution below is a miss
         yield running
 

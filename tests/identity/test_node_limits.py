@@ -12,6 +12,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,15 +31,23 @@ HANDLE = f"{PREFIX}/PUMP-1"
 BURST = 20
 
 
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[RunningNode]:
-    options = NodeOptions(
+def enterprise_options(tmp_path: Path, **extra: Any) -> NodeOptions:
+    """An enterprise node homed for ``PREFIX`` on free ports, with ``extra`` options."""
+    return NodeOptions(
         NodeRole.ENTERPRISE,
         prefix=PREFIX,
         port=0,
-        http_port=0,
         admin_secret=b"a-secret-for-the-test",
         data_dir=tmp_path / "node",
+        **extra,
+    )
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[RunningNode]:
+    options = enterprise_options(
+        tmp_path,
+        http_port=0,
         rate_limit=0.01,
         burst=BURST,
         rate_exempt=frozenset({"127.0.0.9"}),

@@ -106,6 +106,7 @@ _INSERT_VALUE: Final = (
     " admin_read, admin_write, pub_read, pub_write) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _BUMP: Final = "UPDATE store_state SET changes = changes + 1, handles = handles + ? WHERE id = 0"
+_SELECT_ANSWER: Final = "SELECT body FROM answers WHERE handle_key = ?"
 _PUT_ANSWER: Final = "INSERT OR REPLACE INTO answers (handle_key, body) VALUES (?, ?)"
 _SELECT_ALL: Final = (
     "SELECT handle_key, handle, idx, type, data, ttl, ttl_type, timestamp,"
@@ -380,17 +381,8 @@ class SqliteHandleStore(HandleStore):
         Raises:
             WouldBlock: the database is busy (WAL recovery); use ``get`` instead.
         """
-        conn = self._reader
-        if conn is None:
-            raise HandleStoreError("the handle store is not open")
-        try:
-            return record_from_rows(_fetch_record(conn, handle_key(handle)))
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF in {_SQLITE_BUSY, _SQLITE_LOCKED}:
-                raise WouldBlock(str(exc)) from exc
-            raise HandleStoreError(f"SQLite failed on {self.path}: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise HandleStoreError(f"SQLite failed on {self.path}: {exc}") from exc
+        key = handle_key(handle)
+        return self._read_now(lambda conn: record_from_rows(_fetch_record(conn, key)))
 
     def public_answer_now(self, handle: str) -> bytes | None:
         """The encoded anonymous answer of ``handle`` (one row), read at once.
@@ -398,20 +390,23 @@ class SqliteHandleStore(HandleStore):
         Raises:
             WouldBlock: the database is busy (WAL recovery); use the full path instead.
         """
+        key = handle_key(handle)
+        row = self._read_now(lambda conn: conn.execute(_SELECT_ANSWER, (key,)).fetchone())
+        return None if row is None else bytes(row[0])
+
+    def _read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run the read ``fn`` on the loop's own connection at once (busy: ``WouldBlock``)."""
         conn = self._reader
         if conn is None:
             raise HandleStoreError("the handle store is not open")
         try:
-            row = conn.execute(
-                "SELECT body FROM answers WHERE handle_key = ?", (handle_key(handle),)
-            ).fetchone()
+            return fn(conn)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF in {_SQLITE_BUSY, _SQLITE_LOCKED}:
                 raise WouldBlock(str(exc)) from exc
             raise HandleStoreError(f"SQLite failed on {self.path}: {exc}") from exc
         except sqlite3.Error as exc:
             raise HandleStoreError(f"SQLite failed on {self.path}: {exc}") from exc
-        return None if row is None else bytes(row[0])
 
     async def get_many(self, handles: Sequence[str]) -> list[HandleRecord | None]:
         """The records of ``handles`` in order."""
