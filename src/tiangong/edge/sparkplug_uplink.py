@@ -73,10 +73,8 @@ from tiangong.edge.buffer import ForwardBuffer, StoredFrame
 from tiangong.edge.config import DeviceConfig, EdgeConfig, ModbusPoint, PointConfig
 from tiangong.edge.coordinator import LinkQuality
 from tiangong.edge.errors import CommandError, EdgeConfigError
-from tiangong.edge.forwarding import ForwardQueue
-from tiangong.edge.link_meter import LinkMeter
 from tiangong.edge.thing_model import GATEWAY_MODEL
-from tiangong.edge.uplink import CommandHandler, CommandRequest, uplink_tls_context
+from tiangong.edge.uplink import CommandHandler, CommandRequest, UplinkBase
 from tiangong.network.errors import MqttError, SparkplugError, SparkplugMetricError
 from tiangong.network.mqtt import MqttClient, ProtocolVersion, Subscription, Will
 from tiangong.network.sparkplug import (
@@ -668,7 +666,7 @@ class _Outgoing:
     acknowledged: asyncio.Future[None] | None  # data messages: resolved at PUBACK
 
 
-class SparkplugUplink:
+class SparkplugUplink(UplinkBase):
     """Sends buffered frames to the platform as a Sparkplug B edge node; takes DCMD writes.
 
     Offers the gateway the same interface as the JSON ``Uplink`` (``GatewayUplink``).
@@ -707,12 +705,13 @@ class SparkplugUplink:
         window: int = 16,
         clock: Callable[[], int] = wall_clock_ms,
     ) -> None:
-        self.config = config
-        self.buffer = buffer
-        self._password = password
-        self._tls = uplink_tls_context(config)  # a bad file fails the start, not each attempt
-        self._on_command = on_command
-        self._devices_status = devices_status
+        super().__init__(
+            config=config,
+            password=password,
+            buffer=buffer,
+            on_command=on_command,
+            devices_status=devices_status,
+        )
         self._window_size = window
         self._window = asyncio.Semaphore(window)
         self._receive_slots = asyncio.Semaphore(1)  # per session: the broker's receive maximum
@@ -721,28 +720,21 @@ class SparkplugUplink:
         self.node = GatewayNode(config, bd_seq=self.bd_seq_file.load(), clock=clock)
         # Long enough for values read just before a device failed to be flushed and sent.
         self.grace_ms = max(1000, 3 * config.uplink.flush_ms)
-        self._queue = ForwardQueue(buffer)
         # Bounded by the window: at most ``window`` frames are encoded ahead of the wire, plus
         # birth sequences; it cannot be a bounded queue, as putting must never wait (order).
         self._outbox: deque[_Outgoing] = deque()
         self._outbox_ready = asyncio.Event()
         self._births_out = asyncio.Event()
-        self._status_dirty = asyncio.Event()
         self._session_end: asyncio.Future[str] | None = None
         self._first_offered: int | None = None  # frames below it are from an earlier run
         self._last_offered = 0
         self._session_floor = 0  # frames up to it were buffered before this session
-        self.client: MqttClient | None = None
-        self.sent_frames = 0
-        self.sent_points = 0
         self.recorded_points = 0
         self.commands_done = 0
         self.commands_failed = 0
         self.commands_rejected = 0
         self.frames_unreadable = 0
-        self.sessions = 0
         self._command_count = 0
-        self.link = LinkMeter()
 
     # -- the gateway's interface ------------------------------------------------------------------
 
@@ -757,34 +749,6 @@ class SparkplugUplink:
             except ValueError as exc:
                 _log.error("sparkplug: %s", exc)  # counted (and deleted) when it is sent
         self._queue.offer(frame)
-
-    def status_changed(self) -> None:
-        """A device's availability changed: DBIRTH, or DDEATH once its last values are out."""
-        self._status_dirty.set()
-
-    @property
-    def password(self) -> str | None:
-        """The gateway's password (also the bearer token of its status endpoint)."""
-        return self._password
-
-    @property
-    def rtt_ms(self) -> float | None:
-        """Median time from handing a frame's messages to the client to their last PUBACK."""
-        return self.link.rtt_ms
-
-    @property
-    def connected(self) -> bool:
-        """Whether the broker connection is up."""
-        return self.client is not None and self.client.connected
-
-    @property
-    def reconnects(self) -> int:
-        """Sessions begun after the first."""
-        return max(self.sessions - 1, 0)
-
-    def link_quality(self) -> LinkQuality:
-        """The uplink's figures: PUBACK round trips, jitter, failed publishes and connects."""
-        return self.link.quality(self.reconnects)
 
     def historical(self, frame: StoredFrame) -> bool:
         """Whether a frame was buffered before the current session (an outage, a restart)."""

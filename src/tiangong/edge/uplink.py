@@ -76,7 +76,67 @@ def uplink_tls_context(config: EdgeConfig) -> ssl.SSLContext | None:
         raise EdgeConfigError("edge config", None, f"uplink.tls: {exc}") from exc
 
 
-class Uplink:
+class UplinkBase:
+    """What every uplink keeps and tells the gateway: its buffer, client, figures and status.
+
+    The JSON ``Uplink`` and the ``SparkplugUplink`` differ in what they put on the wire, not in
+    this; both begin with ``UplinkBase.__init__``.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: EdgeConfig,
+        password: str | None,
+        buffer: ForwardBuffer,
+        on_command: CommandHandler,
+        devices_status: Callable[[], dict[str, str]],
+    ) -> None:
+        self.config = config
+        self.buffer = buffer
+        self._password = password
+        self._tls = uplink_tls_context(config)  # a bad file fails the start, not each attempt
+        self._on_command = on_command
+        self._devices_status = devices_status
+        self._queue = ForwardQueue(buffer)
+        self._status_dirty = asyncio.Event()
+        self.client: MqttClient | None = None
+        self.sent_frames = 0
+        self.sent_points = 0
+        self.link = LinkMeter()
+        #: Broker connections accepted (a Sparkplug session each).
+        self.sessions = 0
+
+    def status_changed(self) -> None:
+        """A device's availability changed: tell the platform soon (status, or births/deaths)."""
+        self._status_dirty.set()
+
+    @property
+    def password(self) -> str | None:
+        """The gateway's password (also the bearer token of its status endpoint)."""
+        return self._password
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """Median time from publishing a frame to its last PUBACK, over recent frames."""
+        return self.link.rtt_ms
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up."""
+        return self.client is not None and self.client.connected
+
+    @property
+    def reconnects(self) -> int:
+        """Connections to the broker after the first."""
+        return max(self.sessions - 1, 0)
+
+    def link_quality(self) -> LinkQuality:
+        """The uplink's figures: PUBACK round trips, jitter, failed publishes and connects."""
+        return self.link.quality(self.reconnects)
+
+
+class Uplink(UplinkBase):
     """Sends buffered frames to the platform; receives commands.
 
     Args:
@@ -98,12 +158,13 @@ class Uplink:
         devices_status: Callable[[], dict[str, str]],
         window: int = 16,
     ) -> None:
-        self.config = config
-        self.buffer = buffer
-        self._password = password
-        self._tls = uplink_tls_context(config)  # a bad file fails the start, not each attempt
-        self._on_command = on_command
-        self._devices_status = devices_status
+        super().__init__(
+            config=config,
+            password=password,
+            buffer=buffer,
+            on_command=on_command,
+            devices_status=devices_status,
+        )
         self._window = asyncio.Semaphore(window)
         gateway = config.gateway
 
@@ -111,48 +172,13 @@ class Uplink:
             return DeviceTopic.build(gateway.tenant, gateway.site, gateway.id, channel)
 
         self.topics = {channel: topic(channel) for channel in Channel}
-        self._queue = ForwardQueue(buffer)
-        self.client: MqttClient | None = None
-        self.sent_frames = 0
-        self.sent_points = 0
-        self.link = LinkMeter()
-        self._connects = 0
         self._failures_seen = 0  # connection failures of the current client already recorded
-        self._status_dirty = asyncio.Event()
 
     # -- feeding ---------------------------------------------------------------------------------
 
     def offer(self, frame: StoredFrame) -> None:
         """A frame was just buffered: send it soon."""
         self._queue.offer(frame)
-
-    def status_changed(self) -> None:
-        """A device's availability changed: re-publish the status."""
-        self._status_dirty.set()
-
-    @property
-    def password(self) -> str | None:
-        """The gateway's password (also the bearer token of its status endpoint)."""
-        return self._password
-
-    @property
-    def rtt_ms(self) -> float | None:
-        """Median publish-to-acknowledgement time of recent frames."""
-        return self.link.rtt_ms
-
-    @property
-    def connected(self) -> bool:
-        """Whether the broker connection is up."""
-        return self.client is not None and self.client.connected
-
-    @property
-    def reconnects(self) -> int:
-        """Connections to the broker after the first."""
-        return max(self._connects - 1, 0)
-
-    def link_quality(self) -> LinkQuality:
-        """The uplink's figures: PUBACK round trips, jitter, failed publishes and connects."""
-        return self.link.quality(self.reconnects)
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -162,8 +188,8 @@ class Uplink:
     async def _on_connect(self, client: MqttClient, _present: bool) -> None:
         # Link figures: every connection after the first means the one before was lost, and
         # each attempt the client made in between failed.
-        self._connects += 1
-        if self._connects > 1:
+        self.sessions += 1
+        if self.sessions > 1:
             self.link.failed()
         for _ in range(client.stats.connection_failures - self._failures_seen):
             self.link.failed()
