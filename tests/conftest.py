@@ -1,4 +1,4 @@
-"""Shared fixtures: real servers (Mosquitto, PostgreSQL) found or started for the tests."""
+"""Shared fixtures: real servers (Mosquitto, PostgreSQL) found or started, and chromium."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.browser import require_chromium
 from tests.servers import MosquittoProcess, postgres_dsn, unavailable
 
 #: Seconds into a test after which the stacks of its pending asyncio tasks are printed, before
@@ -50,6 +51,12 @@ def _dump_pending_tasks(nodeid: str) -> None:
     stream = sys.__stderr__ or sys.stderr
     stream.write(out.getvalue())
     stream.flush()
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's chromium (checked before a browser test's stack starts: a miss costs nothing)."""
+    return require_chromium()
 
 
 @pytest.fixture

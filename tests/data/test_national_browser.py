@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import ConsoleMessage, Page, async_playwright, expect
 
-from tests.platform.test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, VIEWPORT
-from tests.servers import free_port, unavailable
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, VIEWPORT
+from tests.servers import free_port
 from tiangong.data.aggregate import ENTERPRISES_REPORTING, aggregate_cells
 from tiangong.data.catalog import standard_catalog
 from tiangong.data.model import Aggregation, Level, Measure, Period, Report
@@ -100,13 +100,6 @@ class Stack:
     url: str
     admin_token: str
     viewer_token: str
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        unavailable(f"{CHROMIUM} is missing (apt-get install chromium, or `make browser`)")
-    return CHROMIUM
 
 
 @pytest.fixture
@@ -210,7 +203,7 @@ async def _national(page: Page, stack: Stack) -> None:
 
 
 async def _energy(page: Page) -> None:
-    await page.click("nav >> text=Energy")
+    await page.click("nav a[data-nav=energy]")
     industries = page.locator("table[data-energy-table='industry'] tbody tr")
     await expect(industries).to_have_count(len(INTENSITY))
     # Highest intensity first; power and heat (D44) is the most intensive in this data.

@@ -19,30 +19,16 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from tests.servers import free_port, unavailable
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, VIEWPORT, demo_platform
 from tiangong.network.mqtt import ProtocolVersion
 from tiangong.platform.alarms.rules import RuleScope, ThresholdRule
 from tiangong.platform.model import DeviceState, Severity
 from tiangong.platform.service import Platform
-from tiangong.platform.settings import PlatformSettings
 from tiangong.platform.tokens import ApiRole
-from tiangong.sim.factory import RegistryProvisioner, SimulatedFactory, plan_factory
+from tiangong.sim.factory import SimulatedFactory, plan_factory
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-VIEWPORT = {"width": 1440, "height": 900}
 TENANT = "huaxia"
 # A device whose user-supplied name and attributes are markup: the dashboard must show them
 # as text. It never connects, so it also shows how a device awaiting commissioning looks.
@@ -76,31 +62,11 @@ async def _wait_for_live_data(platform: Platform) -> None:
 
 
 @pytest.fixture
-def chromium() -> Path:
-    """Debian's chromium (checked before the stack starts, so a skip costs nothing)."""
-    if not CHROMIUM.exists():
-        unavailable(f"{CHROMIUM} is missing (apt-get install chromium, or `make browser`)")
-    return CHROMIUM
-
-
-@pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     """What `tiangong up` runs, on free ports, with KPI samples every second."""
-    mqtt_port = free_port()
-    settings = PlatformSettings.load(
-        data_dir=tmp_path,
-        demo=True,
-        http_port=0,
-        mqtt_port=mqtt_port,
-        mqtt_version=4,
-        kpi_interval=1.0,
-    )
-    async with Platform(settings, embedded_broker=True) as platform:
+    async with demo_platform(tmp_path, machines=12, kpi_interval=1.0) as (platform, secrets):
         plan = plan_factory(12)
-        provisioner = RegistryProvisioner(
-            platform.registry, platform.alarms, tmp_path / "sim-credentials.json"
-        )
-        secrets = await provisioner.ensure(plan)
+        mqtt_port = platform.settings.mqtt_port
         # A rule that holds at once on every CNC machine, so the alarm pages have rows to act on.
         await platform.alarms.create_rule(
             TENANT,
@@ -127,7 +93,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         factory = SimulatedFactory(
             plan=plan,
             secrets=secrets,
-            host=settings.mqtt_host,
+            host=platform.settings.mqtt_host,
             port=mqtt_port,
             version=ProtocolVersion.V311,
         )

@@ -24,15 +24,12 @@ import orjson
 import pytest
 from playwright.async_api import ConsoleMessage, async_playwright, expect
 
-from tests.platform.test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, VIEWPORT
-from tests.servers import free_port, unavailable
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, VIEWPORT, demo_platform
 from tiangong.apps.health.profiles import HealthSettings
 from tiangong.network.access import Channel, DeviceTopic
 from tiangong.network.mqtt import MqttClient, ProtocolVersion
 from tiangong.platform.service import Platform
-from tiangong.platform.settings import PlatformSettings
 from tiangong.platform.tokens import ApiRole
-from tiangong.sim.factory import RegistryProvisioner, plan_factory
 from tiangong.sim.turbofan import fd001_training
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -104,26 +101,11 @@ def _cnc_message(now: int) -> bytes:
 
 
 @pytest.fixture
-def chromium() -> Path:
-    """Debian's chromium (checked before the stack starts, so a skip costs nothing)."""
-    if not CHROMIUM.exists():
-        unavailable(f"{CHROMIUM} is missing (apt-get install chromium, or `make browser`)")
-    return CHROMIUM
-
-
-@pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    mqtt_port = free_port()
-    settings = PlatformSettings.load(
-        data_dir=tmp_path, demo=True, http_port=0, mqtt_port=mqtt_port, mqtt_version=4
-    )
-    async with Platform(settings, embedded_broker=True) as platform:
+    async with demo_platform(tmp_path) as (platform, secrets):
+        mqtt_port = platform.settings.mqtt_port
         health = platform.health
         health.settings = HealthSettings(latest_every_s=0, history_every_s=0)
-        provisioner = RegistryProvisioner(
-            platform.registry, platform.alarms, tmp_path / "sim-credentials.json"
-        )
-        secrets = await provisioner.ensure(plan_factory(6))
         _, engine_secret = await platform.registry.register_device(
             tenant_id=TENANT, site_id="wuxi", device_id=ENGINE, model_id="turbofan"
         )

@@ -20,13 +20,10 @@ import numpy as np
 import pytest
 from playwright.async_api import ConsoleMessage, async_playwright, expect
 
-from tests.platform.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
-from tests.servers import free_port, unavailable
+from tests.browser import CHROMIUM_ARGS, VIEWPORT, demo_platform
 from tiangong.platform.service import Platform
-from tiangong.platform.settings import PlatformSettings
 from tiangong.platform.tokens import ApiRole
 from tiangong.platform.tsdb.base import PointBatch, SeriesKey
-from tiangong.sim.factory import RegistryProvisioner, plan_factory
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -74,23 +71,8 @@ def _machine(start: int, spans: list[tuple[int, int]]) -> dict[str, list[tuple[i
 
 
 @pytest.fixture
-def chromium() -> Path:
-    """Debian's chromium (checked before the stack starts, so a skip costs nothing)."""
-    if not CHROMIUM.exists():
-        unavailable(f"{CHROMIUM} is missing (apt-get install chromium, or `make browser`)")
-    return CHROMIUM
-
-
-@pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    settings = PlatformSettings.load(
-        data_dir=tmp_path, demo=True, http_port=0, mqtt_port=free_port(), mqtt_version=4
-    )
-    async with Platform(settings, embedded_broker=True) as platform:
-        provisioner = RegistryProvisioner(
-            platform.registry, platform.alarms, tmp_path / "sim-credentials.json"
-        )
-        await provisioner.ensure(plan_factory(6))
+    async with demo_platform(tmp_path) as (platform, _):
         start = (int(time.time() * 1000) - 4 * 60 * MIN) // MIN * MIN
         await _write(
             platform, "cnc-001", _machine(start, [(RUNNING, 120), (DOWN, 45), (RUNNING, 60)])

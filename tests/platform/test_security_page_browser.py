@@ -20,16 +20,13 @@ import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Locator, Page, async_playwright, expect
 
-from tests.platform.test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, VIEWPORT
-from tests.servers import free_port, unavailable
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, VIEWPORT, demo_platform
 from tiangong.network.access import Channel, DeviceTopic
 from tiangong.network.errors import BadCredentialsError, NotAuthorizedError
 from tiangong.network.mqtt import MqttClient, ProtocolVersion
 from tiangong.platform.service import Platform
-from tiangong.platform.settings import PlatformSettings
 from tiangong.platform.tokens import ApiRole
 from tiangong.security.monitor import EventKind, EventSeverity
-from tiangong.sim.factory import RegistryProvisioner, plan_factory
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -106,25 +103,10 @@ async def _until_events(platform: Platform, kinds: set[EventKind]) -> None:
 
 
 @pytest.fixture
-def chromium() -> Path:
-    """Debian's chromium (checked before the stack starts, so a skip costs nothing)."""
-    if not CHROMIUM.exists():
-        unavailable(f"{CHROMIUM} is missing (apt-get install chromium, or `make browser`)")
-    return CHROMIUM
-
-
-@pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     """A platform with a provisioned factory (no simulator needed), a user and three tokens."""
-    mqtt_port = free_port()
-    settings = PlatformSettings.load(
-        data_dir=tmp_path, demo=True, http_port=0, mqtt_port=mqtt_port, mqtt_version=4
-    )
-    async with Platform(settings, embedded_broker=True) as platform:
-        provisioner = RegistryProvisioner(
-            platform.registry, platform.alarms, tmp_path / "sim-credentials.json"
-        )
-        secrets = await provisioner.ensure(plan_factory(6))
+    async with demo_platform(tmp_path) as (platform, secrets):
+        mqtt_port = platform.settings.mqtt_port
         await platform.users.create(
             username=USER, password=PASSWORD, role=ApiRole.OPERATOR, tenant_id=TENANT
         )

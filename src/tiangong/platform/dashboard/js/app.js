@@ -141,12 +141,13 @@ async function start() {
         <a href="#/devices" data-nav="devices">Devices</a>
         <a href="#/alarms" data-nav="alarms">Alarms <span class="count" data-alarm-count hidden></span></a>
         <a href="#/sites" data-nav="sites">Sites</a>
-        <a href="#/national" data-nav="national">National data</a>
-        <a href="#/energy" data-nav="energy">Energy</a>
         <a href="#/oee" data-nav="oee">OEE</a>
-        <a href="#/plant-energy" data-nav="plant-energy">Plant energy</a>
+        <a href="#/plant-energy" data-nav="plant-energy" title="This plant's energy (能耗管理)">Energy</a>
         <a href="#/health" data-nav="health">Health</a>
         <a href="#/security" data-nav="security">Security</a>
+        <span class="nav-gap" aria-hidden="true"></span>
+        <a href="#/national" data-nav="national" title="National data center (国家工业互联网大数据中心)">National</a>
+        <a href="#/energy" data-nav="energy" title="Energy industries in the national data">Energy sector</a>
       </nav>
       <div class="header-right">
         <div class="live" data-live data-status="idle"><span class="live-dot"></span><span class="live-text">Connecting…</span></div>
