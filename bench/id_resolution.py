@@ -33,6 +33,8 @@ generator used, since both share the machine's two cores. Benchmarks measure; no
     .venv/bin/python bench/id_resolution.py                         # everything, 1 M records
     .venv/bin/python bench/id_resolution.py --records 100000 --duration 5 --quick
     .venv/bin/python bench/id_resolution.py --workers 1 --no-nsd --profile   # py-spy of the node
+    .venv/bin/python bench/id_resolution.py --postgres postgresql://postgres@127.0.0.1/postgres \
+        --no-nsd --no-floor --no-http          # the node on PostgreSQL (the scaled store)
 
 Results are printed as a table, written to ``bench/out/id-resolution-<timestamp>.json``, and
 printed as one JSON line with ``--json``.
@@ -56,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -120,6 +123,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-tcp", action="store_true", help="skip TCP")
     parser.add_argument("--no-http", action="store_true", help="skip HTTP")
     parser.add_argument("--no-nsd", action="store_true", help="skip NSD")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="serve the records from PostgreSQL instead of the embedded store: a server URL"
+        " (e.g. postgresql://postgres@127.0.0.1/postgres); the database tiangong_idbench is"
+        " created afresh on it. Add --no-nsd --no-floor to measure the node alone",
+    )
     parser.add_argument(
         "--no-floor",
         action="store_true",
@@ -189,9 +199,9 @@ def records(n: int) -> Iterator[HandleRecord]:
         yield record(i)
 
 
-async def load_store(path: Path, n: int) -> float:
-    """Bulk-load ``n`` records into a fresh embedded store; returns records/s."""
-    async with open_store(path) as store:
+async def load_store(target: Path | str, n: int) -> float:
+    """Bulk-load ``n`` records into a fresh store (a SQLite path or a PostgreSQL URL); records/s."""
+    async with open_store(target) as store:
         with Progress(
             TextColumn("[bold]bulk load[/bold]"),
             BarColumn(bar_width=40),
@@ -384,7 +394,22 @@ class Server:
         return process_tree(self.proc.pid)
 
 
-def start_node(work: Path, workers: int, *, with_flag: bool) -> Server:
+def fresh_postgres_database(server_url: str) -> str:
+    """Create (again) the database ``tiangong_idbench`` on the server of ``server_url``."""
+    import psycopg  # noqa: PLC0415 - only for --postgres
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS tiangong_idbench")
+        conn.execute("CREATE DATABASE tiangong_idbench")
+    parts = urllib.parse.urlsplit(server_url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise SystemExit(f"--postgres wants a postgresql:// URL, not {server_url!r}")
+    return urllib.parse.urlunsplit(parts._replace(path="/tiangong_idbench"))
+
+
+def start_node(
+    work: Path, workers: int, *, with_flag: bool, store_url: str | None = None
+) -> Server:
     port, http_port = free_port(), free_port()
     argv = [
         str(TIANGONG),
@@ -407,6 +432,8 @@ def start_node(work: Path, workers: int, *, with_flag: bool) -> Server:
     ]
     if with_flag:
         argv += ["--workers", str(workers)]
+    if store_url is not None:
+        argv += ["--store", store_url]
     log = work / f"idnode-{workers}.log"
     proc = subprocess.Popen(
         argv,
@@ -414,7 +441,8 @@ def start_node(work: Path, workers: int, *, with_flag: bool) -> Server:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = Server(f"tiangong ({workers} worker{'s' if workers > 1 else ''})", proc, port)
+    on = " on PostgreSQL" if store_url is not None else ""
+    server = Server(f"tiangong{on} ({workers} worker{'s' if workers > 1 else ''})", proc, port)
     server.http_port, server.log = http_port, log
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -968,7 +996,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     store_path = work / "node" / "handles.sqlite3"
     load_rate = None
     marker = work / "loaded"
-    if marker.exists() and marker.read_text().strip() == str(args.records):
+    store_url = None
+    if args.postgres:
+        store_url = fresh_postgres_database(args.postgres)
+        (work / "node").mkdir(parents=True, exist_ok=True)
+        load_rate = asyncio.run(load_store(store_url, args.records))
+        console.print(f"loaded {args.records:,} records into PostgreSQL at {load_rate:,.0f}/s")
+    elif marker.exists() and marker.read_text().strip() == str(args.records):
         console.print(f"reusing the {args.records:,} records in {store_path}")
     else:
         if store_path.parent.exists():
@@ -993,6 +1027,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "benchmark": "id_resolution",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "records": args.records,
+        "store": "postgresql" if args.postgres else "sqlite",
         "hot": len(hot),
         "duration_s": args.duration,
         "warmup_s": args.warmup,
@@ -1006,7 +1041,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
     for workers in worker_counts:
         with console.status(f"starting tiangong idnode ({workers} worker(s))"):
-            server = start_node(work, workers, with_flag=with_flag)
+            server = start_node(work, workers, with_flag=with_flag, store_url=store_url)
         try:
             probe = probe_handle(server.port, handle_name(hot[0]))
             if probe is not None:

@@ -95,8 +95,15 @@ def test_open_store_picks_the_backend(tmp_path: Path) -> None:
     assert isinstance(open_store("postgres://u@127.0.0.1/db"), PostgresHandleStore)
     assert isinstance(open_store(tmp_path / "h.db"), SqliteHandleStore)
     assert isinstance(open_store(str(tmp_path / "h.db")), SqliteHandleStore)
+    libpq = open_store("host=127.0.0.1 dbname=ids user=u")
+    assert isinstance(libpq, PostgresHandleStore)
+    assert libpq.dsn == "host=127.0.0.1 dbname=ids user=u"
     with pytest.raises(ValueError):
         SqliteHandleStore(path=":memory:")
+    # Anything that looks like another kind of URL is refused, not made a file in the cwd.
+    for other in ("sqlite:/var/lib/h.db", "mysql://u@db/ids", "file:h.db"):
+        with pytest.raises(ValueError, match="postgresql://"):
+            open_store(other)
 
 
 # -- reads and simple writes ------------------------------------------------------------------
@@ -408,3 +415,67 @@ async def test_sqlite_busy_read_is_retried_off_the_loop(tmp_path: Path) -> None:
             assert await store.count() == 1
         finally:
             store._reader = reader
+
+
+# -- PostgreSQL specifics ---------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_postgres_reads_that_arrive_together_share_a_query(pg_database: str) -> None:
+    async with PostgresHandleStore(dsn=pg_database) as store:
+        await store.bulk_load(generated(300))
+        wanted = [f"{PREFIX}/bulk-{i:06d}" for i in range(0, 300, 3)] * 2  # each twice
+        wanted += [f"{PREFIX}/missing-{i}" for i in range(20)]
+        before = store.read_queries
+        records = await asyncio.gather(*(store.get(h) for h in wanted))
+        queries = store.read_queries - before
+        assert 1 <= queries <= store.max_connections + len(wanted) // 128 + 1
+        expected = {r.handle.upper(): r for r in generated(300)}
+        for handle, record in zip(wanted, records, strict=True):
+            assert record == expected.get(handle.upper())
+        # Alone, a read is still one query of its own.
+        before = store.read_queries
+        assert await store.get(f"{PREFIX}/BULK-000007") == expected[f"{PREFIX}/BULK-000007"]
+        assert store.read_queries == before + 1
+
+
+@pytest.mark.postgres
+async def test_postgres_batched_reads_fail_alone_and_survive_cancellation(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with PostgresHandleStore(dsn=pg_database) as store:
+        await store.create(f"{PREFIX}/a", [url(1)])
+        # A read whose caller gave up does not disturb the others in its batch.
+        tasks = [asyncio.create_task(store.get(f"{PREFIX}/a")) for _ in range(10)]
+        tasks[3].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[3], asyncio.CancelledError)
+        assert all(
+            r == HandleRecord(f"{PREFIX}/a", (url(1),)) for i, r in enumerate(results) if i != 3
+        )
+        # A query that fails fails the reads of its batch with the store's error, no more.
+        fetch = store._fetch
+        calls = 0
+
+        async def fail_once(action: str, query: str, params: object) -> object:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise HandleStoreError("PostgreSQL cannot resolve handles: connection lost")
+            return await fetch(action, query, params)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "_fetch", fail_once)
+        failed = await asyncio.gather(
+            *(store.get(f"{PREFIX}/a") for _ in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(r, HandleStoreError) for r in failed)
+        assert await store.get(f"{PREFIX}/a") == HandleRecord(f"{PREFIX}/a", (url(1),))
+    # Reads still waiting when the store closes are told so.
+    store = PostgresHandleStore(dsn=pg_database)
+    await store.open()
+    pending = [asyncio.create_task(store.get(f"{PREFIX}/a")) for _ in range(3)]
+    await asyncio.sleep(0)  # they are waiting for their batch
+    assert len(store._wanted) == 3
+    await store.close()
+    outcomes = await asyncio.gather(*pending, return_exceptions=True)
+    assert all(isinstance(o, HandleStoreError) for o in outcomes)

@@ -27,6 +27,7 @@ from tiangong.identity.handle.messages import (
 from tiangong.identity.handle.protocol import OpCode, OpFlag, ResponseCode
 from tiangong.identity.handle.values import HandleValue, ValueReference
 from tiangong.identity.node.service import NodeRole
+from tiangong.identity.store import open_store
 from tiangong.identity.trace import trace_command
 from tiangong.identity.trust_cli import trust_app
 
@@ -91,7 +92,10 @@ def idnode_command(
     ),
     store: Annotated[
         str | None,
-        typer.Option(help="postgresql://... to keep records in PostgreSQL instead."),
+        typer.Option(
+            help="postgresql://... (or libpq 'host=... dbname=...') to keep records in"
+            " PostgreSQL instead."
+        ),
     ] = None,
     parent: Annotated[
         list[str] | None,
@@ -183,6 +187,11 @@ def idnode_command(
     )
     if workers > 1 and port == 0:
         raise typer.BadParameter("--workers needs a fixed --port (workers share it)")
+    if store is not None:
+        try:
+            open_store(store)  # only checks what it names; nothing is opened yet
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--store") from exc
 
     async def serve() -> None:
         stop = asyncio.Event()
