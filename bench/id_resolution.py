@@ -784,6 +784,8 @@ def _us(value: Any) -> str:
 
 def profile_node(bench: Bench, server: Server, workload: str) -> dict[str, Any]:
     """py-spy on the node while handle_load runs at full speed: where the time goes."""
+    if not PY_SPY.exists():
+        raise SystemExit(f"--profile needs py-spy at {PY_SPY}: make .venv/.installed-dev")
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     raw = OUT / f"id-resolution-{workload}-{stamp}.txt"
