@@ -48,6 +48,7 @@ import pyarrow as pa
 from tiangong.data.catalog import ENERGY_INDUSTRIES, Catalog, province_of
 from tiangong.data.errors import DataError, ExportRefused
 from tiangong.data.model import Aggregation, DataGrade, IndicatorSpec, Level, Period, Report
+from tiangong.resource import AsyncResource
 
 __all__ = ["AnalyticsStore", "EnergyRow", "GridCell", "GroupBy", "Row"]
 
@@ -174,7 +175,7 @@ def _value(aggregation: Aggregation, num_sum: float, num_max: float, den: float)
     return num_sum / den if den else None
 
 
-class AnalyticsStore:
+class AnalyticsStore(AsyncResource):
     """Columnar store of indicator history (a DuckDB file); async methods run on threads.
 
     Args:
@@ -267,13 +268,6 @@ class AnalyticsStore:
         await self._on(self._writer, run)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
-
-    async def __aenter__(self) -> AnalyticsStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tiangong.resource import AsyncResource
 from tiangong.security.errors import SecurityError
 
 __all__ = [
@@ -397,7 +398,7 @@ def _postgres_guards(name: str) -> list[str]:
     ]
 
 
-class AuditTrail:
+class AuditTrail(AsyncResource):
     """An append-only, hash-chained audit trail in a SQL database (SQLite or PostgreSQL).
 
     Args:
@@ -457,13 +458,6 @@ class AuditTrail:
             if self._writes:
                 await asyncio.gather(*self._writes, return_exceptions=True)
         self._open = False
-
-    async def __aenter__(self) -> AuditTrail:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # -- recording -------------------------------------------------------------------------------
 

@@ -61,11 +61,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from tiangong.resource import AsyncResource
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -542,7 +543,7 @@ def _max(a: EventSeverity, b: EventSeverity) -> EventSeverity:
     return a if a.rank >= b.rank else b
 
 
-class SecurityMonitor:
+class SecurityMonitor(AsyncResource):
     """Detects security events and keeps them in the metadata database.
 
     Use it as an async context manager: entering creates its tables, loads the reported
@@ -628,18 +629,6 @@ class SecurityMonitor:
         return source() if callable(source) else source
 
     # -- lifecycle -------------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def open(self) -> None:
         """Create the tables, load versions and maintenance windows, start the writer."""

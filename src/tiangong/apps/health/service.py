@@ -39,8 +39,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import sqlalchemy as sa
@@ -66,6 +65,7 @@ from tiangong.platform.database import utc
 from tiangong.platform.errors import NotFoundError
 from tiangong.platform.model import DataType, Device, ThingModel
 from tiangong.platform.tsdb.base import Aggregate
+from tiangong.resource import AsyncResource
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -405,7 +405,7 @@ class HealthCounters:
     failed_writes: int = 0
 
 
-class HealthService:
+class HealthService(AsyncResource):
     """Keeps every judged device's health, RUL, anomalies and maintenance work orders.
 
     Args:
@@ -460,18 +460,6 @@ class HealthService:
         return self.db.engine
 
     # -- lifecycle -------------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def open(self) -> None:
         """Create the tables, load active work orders, start the worker and the event poll."""

@@ -56,8 +56,7 @@ import enum
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from tiangong.identity.errors import (
     HandleExistsError,
@@ -79,6 +78,7 @@ from tiangong.identity.handle.values import (
     prefix_handle,
     validate_handle,
 )
+from tiangong.resource import AsyncResource
 
 __all__ = [
     "PERMISSIONS",
@@ -119,7 +119,7 @@ class WouldBlock(HandleStoreError):  # noqa: N818 - names the condition, as Bloc
     """A synchronous read (``get_now``) that would have to wait; use the async ``get``."""
 
 
-class HandleStore(abc.ABC):
+class HandleStore(AsyncResource):
     """Where a node keeps its handle records and the prefixes homed on it.
 
     Use as an async context manager (``async with store:``) or call ``open``/``close``. Every
@@ -130,18 +130,6 @@ class HandleStore(abc.ABC):
 
     #: The backend's short name (``sqlite``, ``postgres``).
     name: str
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @abc.abstractmethod
     async def open(self) -> None:

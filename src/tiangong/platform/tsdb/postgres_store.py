@@ -45,8 +45,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -75,6 +74,7 @@ from tiangong.platform.tsdb.base import (
     refresh_cutoff,
     series_spans,
 )
+from tiangong.resource import AsyncResource
 
 __all__ = ["PostgresStore"]
 
@@ -237,7 +237,7 @@ def _is_missing_partition(exc: psycopg.errors.CheckViolation) -> bool:
     return message.startswith("no partition of relation")
 
 
-class PostgresStore:
+class PostgresStore(AsyncResource):
     """The PostgreSQL store.
 
     Usable as an async context manager (``open`` on entry, ``close`` on exit).
@@ -283,18 +283,6 @@ class PostgresStore:
         self._partitions: set[int] = set()
 
     # -- plumbing --------------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @contextlib.asynccontextmanager
     async def _translated(self, action: str) -> AsyncIterator[None]:
