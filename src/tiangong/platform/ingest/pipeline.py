@@ -1070,8 +1070,8 @@ class IngestPipeline:
         when = datetime.fromtimestamp(now, UTC)
         retained = " (retained)" if message.retain else ""
         sender = entry.device.id
-        self._presence(sender, group, when, online=status.online, reason=f"status{retained}")
         if status.online:
+            self._presence(sender, group, when, online=True, reason=f"status{retained}")
             for child_id, child_online in status.devices.items():
                 child, _problem = self._resolve_child(entry, child_id)
                 if child is not None and child.device.id != sender:
@@ -1087,12 +1087,14 @@ class IngestPipeline:
                         reason=f"gateway {sender} reports it{retained}",
                     )
         else:
-            # A gateway that is gone can no longer reach its devices either.
+            # A gateway that is gone can no longer reach its devices either. They go first:
+            # changes are applied in order, so whoever sees the gateway offline sees them so.
             for device in self.registry.devices_in_memory():
                 if device.gateway_id == sender and device.state is DeviceState.ONLINE:
                     self._presence(
                         device.id, group, when, online=False, reason=f"gateway {sender} offline"
                     )
+            self._presence(sender, group, when, online=False, reason=f"status{retained}")
         self.metrics.messages.labels("status", "accepted").inc()
 
     def _presence(

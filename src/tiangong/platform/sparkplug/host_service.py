@@ -910,19 +910,21 @@ class SparkplugHostService:
         if node_entry is None:
             return
         node_id = node_entry.device.id
-        outcome.presence.append(SparkplugPresence(node_id, False, reason))
         children = set(devices)
         children.update(
             d.id
             for d in self.registry.devices_in_memory()
             if d.gateway_id == node_id and d.state is DeviceState.ONLINE
         )
+        # Children first: changes are applied in order, so whoever sees the node offline sees
+        # its devices offline too.
         for child_id in sorted(children):
             child = self.registry.lookup(child_id)
             if child is not None and self._child_problem(node_entry, child) is None:
                 outcome.presence.append(
                     SparkplugPresence(child_id, False, f"{reason} of {node_id}")
                 )
+        outcome.presence.append(SparkplugPresence(node_id, False, reason))
 
     def _device_died(self, event: DeviceDied, outcome: _Outcome) -> None:
         node_entry, _ = self._node_entry(event.node)
