@@ -65,6 +65,9 @@ __all__ = [
     "probe_routes",
 ]
 
+#: Seconds an idle connection of the probes is kept for reuse (below common server timeouts).
+_KEEPALIVE_SECONDS: Final = 1.0
+
 #: User names and passwords that ship as defaults with brokers, platforms and devices.
 DEFAULT_CREDENTIALS: Final = (
     ("admin", "admin"),
@@ -336,10 +339,16 @@ async def check_api(
             )
         )
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # A connection idle while the other client probes every route must not be reused after
+    # the server has closed it (uvicorn closes idle connections after 5 s, httpx would keep
+    # them 5 s too and then read "server disconnected"): give them up well before.
+    limits = httpx.Limits(keepalive_expiry=_KEEPALIVE_SECONDS)
     async with (
-        httpx.AsyncClient(base_url=url, timeout=probe_seconds, transport=transport) as anonymous,
         httpx.AsyncClient(
-            base_url=url, timeout=probe_seconds, headers=headers, transport=transport
+            base_url=url, timeout=probe_seconds, transport=transport, limits=limits
+        ) as anonymous,
+        httpx.AsyncClient(
+            base_url=url, timeout=probe_seconds, headers=headers, transport=transport, limits=limits
         ) as api,
     ):
         try:
