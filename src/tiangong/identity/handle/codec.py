@@ -1497,6 +1497,7 @@ def encode_message(message: Message, *, now: int | None = None) -> bytes:
 _OP_RESOLUTION_REQUEST: Final = b"\x00\x00\x00\x01\x00\x00\x00\x00"
 _ECHOED_RESPONSE_FLAGS: Final = int(OpFlag.PO | OpFlag.KC)
 _NO_FILTERS_NO_CREDENTIAL: Final = bytes(12)
+_SESSION_AND_REQUEST: Final = struct.Struct(">II")
 
 
 def plain_resolution_handle(data: bytes) -> str | None:
@@ -1568,9 +1569,6 @@ def encode_resolution_answer(request: bytes, body: bytes, *, now: int | None = N
         len(body),
     )
     return b"".join((head, body, _ZERO_U32))
-
-
-_SESSION_AND_REQUEST: Final = struct.Struct(">II")
 
 
 def encode_error_reply(
