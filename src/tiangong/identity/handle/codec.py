@@ -1490,10 +1490,11 @@ def encode_message(message: Message, *, now: int | None = None) -> bytes:
 # ------------------------------------------------------------------------ pre-encoded answers
 
 # The miss path of a plain public resolution, without objects: the request is checked in
-# place, the answer is the store's pre-encoded body under a header packed here. A Message
-# round trip (decode, HandleValue objects, encode) costs about 30 µs of a miss's 45; these cost
-# a few. Anything but the plainest request (filters, a credential, several packets, another
-# protocol version) returns None and goes the full way, so errors come from one place.
+# place, the answer is the store's pre-encoded body under a header packed here: 13 µs of the
+# node's time per miss instead of 41 for decode, HandleValue objects and encode
+# (``bench/id_inprocess.py``, 1 M records). Anything but the plainest request (filters, a
+# credential, several packets, another protocol version) returns None and goes the full way,
+# so errors come from one place.
 _OP_RESOLUTION_REQUEST: Final = b"\x00\x00\x00\x01\x00\x00\x00\x00"
 _ECHOED_RESPONSE_FLAGS: Final = int(OpFlag.PO | OpFlag.KC)
 _NO_FILTERS_NO_CREDENTIAL: Final = bytes(12)
