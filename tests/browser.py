@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from playwright.async_api import expect
+
 from tests.servers import free_port, unavailable
 from tiangong.platform.service import Platform
 from tiangong.platform.settings import PlatformSettings
@@ -26,6 +28,11 @@ CHROMIUM_ARGS = [
 #: Screenshots of every page a browser test saw, to look at (not committed).
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 VIEWPORT = {"width": 1440, "height": 900}
+#: How long a page may take, for actions and assertions alike: the platform, its simulator and
+#: chromium share two cores. (A context's default timeout does not reach ``expect``, whose own
+#: default is 5 s.)
+PAGE_TIMEOUT_MS = 20_000
+expect.set_options(timeout=PAGE_TIMEOUT_MS)
 
 
 def require_chromium() -> Path:

@@ -128,13 +128,14 @@ def values(report: Report) -> dict[str, float | None]:
 
 
 async def eventually(check: object, *, timeout: float = 20.0, poll: float = 0.1) -> None:
-    """Wait until ``check()`` (sync or async) stops raising AssertionError."""
+    """Wait until ``check()`` (sync or async) neither raises AssertionError nor returns False."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
             result = check()  # type: ignore[operator]
             if asyncio.iscoroutine(result):
-                await result
+                result = await result
+            assert result is not False, f"{check!r} still false after {timeout:g} s"
         except AssertionError:
             if asyncio.get_running_loop().time() > deadline:
                 raise

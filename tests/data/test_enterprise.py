@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -56,8 +55,11 @@ async def test_a_period_of_telemetry_becomes_one_report(
             tenant_id="acme", site_id="p1", device_id="cell-1", model_id="cell"
         )
         env.secrets.update({"meter-1": meter_secret, "cell-1": cell_secret})
-        start, _, _ = period_bounds(Period.HOUR, datetime.now(UTC))
-        base = max(int(start.timestamp() * 1000) + 1000, int(time.time() * 1000) - 50_000)
+        # The hour before this one: closed, so a clock that crosses an hour or a quarter hour
+        # while the test runs changes nothing. The readings lie in its first quarter hour.
+        this_hour, _, _ = period_bounds(Period.HOUR, datetime.now(UTC))
+        hour = this_hour - timedelta(hours=1)
+        base = int(hour.timestamp() * 1000) + 60_000
         stamps = [base, base + 1000, base + 2000, base + 3000]
         async with env.client("meter-1") as meter:
             payload = {
@@ -84,7 +86,7 @@ async def test_a_period_of_telemetry_becomes_one_report(
 
         await env.wait_for(stored)
         collector = IndicatorCollector(env.platform, PROFILE, standard_catalog())
-        report = await collector.collect(Period.HOUR)
+        report = await collector.collect(Period.HOUR, hour)
         m = report.measures
         assert m["ENERGY_KWH"].numerator == pytest.approx(75.0)
         assert m["ENERGY_TCE"].numerator == pytest.approx(kwh_to_tce(75.0))
@@ -102,7 +104,7 @@ async def test_a_period_of_telemetry_becomes_one_report(
         assert report.scope.level is Level.ENTERPRISE
         assert report.scope.region == "320500"
         # Recomputing gives a later revision of the same report.
-        again = await collector.collect(Period.HOUR)
+        again = await collector.collect(Period.HOUR, hour)
         assert again.report_id == report.report_id
         assert again.revision > report.revision
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import ConsoleMessage, Page, async_playwright, expect
 
-from tests.browser import ARTIFACTS, CHROMIUM_ARGS, VIEWPORT
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, PAGE_TIMEOUT_MS, VIEWPORT
 from tests.servers import free_port
 from tiangong.data.aggregate import ENTERPRISES_REPORTING, aggregate_cells
 from tiangong.data.catalog import standard_catalog
@@ -238,7 +238,7 @@ async def test_national_and_energy_pages(chromium: Path, stack: Stack) -> None:
         browser = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             context = await browser.new_context(viewport=VIEWPORT)
-            context.set_default_timeout(20_000)
+            context.set_default_timeout(PAGE_TIMEOUT_MS)
             page = await context.new_page()
             errors: list[str] = []
 
@@ -254,7 +254,7 @@ async def test_national_and_energy_pages(chromium: Path, stack: Stack) -> None:
             await context.close()
 
             context = await browser.new_context(viewport=VIEWPORT)
-            context.set_default_timeout(20_000)
+            context.set_default_timeout(PAGE_TIMEOUT_MS)
             viewer = await context.new_page()
             viewer.on("pageerror", lambda e: errors.append(f"viewer page error: {e}"))
             await _viewer(viewer, stack)

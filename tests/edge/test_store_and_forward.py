@@ -134,8 +134,11 @@ async def test_uplink_cut_for_a_minute_at_full_rate_loses_nothing(
             await env.wait_for(lambda: _flowing(gateway), timeout=20)
             link.cut()
             await asyncio.sleep(CUT_S)
-            buffered = await gateway.buffer.stats()
-            assert buffered.points >= CUT_S * 2_000  # the plant kept producing, all on disk
+            # The plant keeps producing, all on disk; on a loaded machine the cut lasts until
+            # as much was read as a quiet one reads in CUT_S.
+            async with asyncio.timeout(60):
+                while (buffered := await gateway.buffer.stats()).points < CUT_S * 2_000:
+                    await asyncio.sleep(0.1)
             link.heal()
             await link.drop_connections()
             healed_at = time.monotonic()

@@ -176,7 +176,10 @@ function finishWhenDone() {
   if (!reached) return;
   done = true;
   emit("done", { received });
-  if (scenario.afterDone === "hold") return; // until killed (or the timeout)
+  if (scenario.afterDone === "hold") {
+    clearTimeout(timer); // the timeout is for reaching "done"; now held until the test kills it
+    return;
+  }
   stopping = true;
   client.stop(); // NDEATH first (publishDeath), then DISCONNECT
 }

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from tests.browser import ARTIFACTS, CHROMIUM_ARGS, VIEWPORT, demo_platform
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, PAGE_TIMEOUT_MS, VIEWPORT, demo_platform
 from tiangong.network.mqtt import ProtocolVersion
 from tiangong.platform.alarms.rules import RuleScope, ThresholdRule
 from tiangong.platform.model import DeviceState, Severity
@@ -230,7 +230,7 @@ async def _alarms_and_site(page: Page, stack: Stack) -> None:
 async def _viewer_may_not_act(browser: Browser, stack: Stack) -> None:
     """A viewer sees the alarms, and the API's refusal to clear one is shown in a toast."""
     context = await browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
     page = await context.new_page()
     await page.goto(f"{stack.url}#token={stack.viewer_token}&next=%23%2Falarms")
     await expect(page.locator("table[data-alarm-table] tbody tr").first).to_be_visible()
@@ -249,7 +249,7 @@ async def test_dashboard_shows_live_data(chromium: Path, stack: Stack) -> None:
             await _sign_in_screen(browser, stack)
 
             context = await browser.new_context(viewport=VIEWPORT)
-            context.set_default_timeout(20_000)
+            context.set_default_timeout(PAGE_TIMEOUT_MS)
             page = await context.new_page()
             requested: list[str] = []
             errors: list[str] = []

@@ -24,7 +24,7 @@ import orjson
 import pytest
 from playwright.async_api import ConsoleMessage, async_playwright, expect
 
-from tests.browser import ARTIFACTS, CHROMIUM_ARGS, VIEWPORT, demo_platform
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, PAGE_TIMEOUT_MS, VIEWPORT, demo_platform
 from tiangong.apps.health.profiles import HealthSettings
 from tiangong.network.access import Channel, DeviceTopic
 from tiangong.network.mqtt import MqttClient, ProtocolVersion
@@ -130,7 +130,7 @@ async def test_health_page_shows_estimates_anomalies_and_work_orders(
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         context = await browser.new_context(viewport=VIEWPORT)
-        context.set_default_timeout(20_000)
+        context.set_default_timeout(PAGE_TIMEOUT_MS)
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -487,26 +487,26 @@ async def test_silent_devices_go_offline_unless_their_gateway_vouches_for_them(
 ) -> None:
     """A directly connected device that falls silent is marked offline after ``offline_after``;
     a device behind an online gateway may be silent (report by exception) and stays online."""
-    async with running_platform(tmp_path, mqtt_port=mosquitto.port, offline_after=1.0) as env:
+    silence = 2.0  # offline_after; the detector looks every silence / 2
+    async with running_platform(tmp_path, mqtt_port=mosquitto.port, offline_after=silence) as env:
         async with env.client("pump-1") as pump, env.client("gw-1") as gw:
-            reading = {"ts": now_ms(), "values": {"flow": 1.0}}
-            await pump.publish(topic("pump-1"), orjson.dumps(reading), qos=1)
-            status = orjson.dumps({"state": "online", "devices": {"c-1": "online"}})
-            await gw.publish(topic("gw-1", Channel.STATUS), status, qos=1)
-            await eventually(lambda: state_of(env, "c-1") is DeviceState.ONLINE, timeout=15)
 
             async def gateway_reports_its_link() -> None:
                 # The gateway itself is a directly connected device: it stays online by talking
-                # (its own link figures) for the whole test, however slow the machine is.
+                # (its own link figures, ten times per `silence`) for the whole test.
                 while True:
                     health = {"ts": now_ms(), "values": {"link.rtt_ms": 1.5}}
                     await gw.publish(topic("gw-1"), orjson.dumps(health), qos=1)
-                    await asyncio.sleep(0.25)
+                    await asyncio.sleep(silence / 10)
 
-            # Neither pump-1 nor c-1 sends data from here on.
             reporter = asyncio.create_task(gateway_reports_its_link())
             try:
-                await asyncio.sleep(3.0)
+                reading = {"ts": now_ms(), "values": {"flow": 1.0}}
+                await pump.publish(topic("pump-1"), orjson.dumps(reading), qos=1)
+                status = orjson.dumps({"state": "online", "devices": {"c-1": "online"}})
+                await gw.publish(topic("gw-1", Channel.STATUS), status, qos=1)
+                await eventually(lambda: state_of(env, "c-1") is DeviceState.ONLINE, timeout=15)
+                # Neither pump-1 nor c-1 sends data from here on.
                 await eventually(lambda: state_of(env, "pump-1") is DeviceState.OFFLINE, timeout=15)
                 history = (await env.api.get("/api/v1/devices/pump-1/transitions")).json()
                 assert [(h["from"], h["to"]) for h in history] == [
@@ -514,6 +514,8 @@ async def test_silent_devices_go_offline_unless_their_gateway_vouches_for_them(
                     ("provisioned", "online"),
                 ]
                 assert "silent" in history[0]["reason"]
+                # c-1 fell silent just after pump-1: give the detector time to see it silent too.
+                await asyncio.sleep(silence * 1.5 + 0.5)
                 assert state_of(env, "gw-1") is DeviceState.ONLINE
                 assert state_of(env, "c-1") is DeviceState.ONLINE
             finally:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Locator, Page, async_playwright, expect
 
-from tests.browser import ARTIFACTS, CHROMIUM_ARGS, VIEWPORT, demo_platform
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, PAGE_TIMEOUT_MS, VIEWPORT, demo_platform
 from tiangong.network.access import Channel, DeviceTopic
 from tiangong.network.errors import BadCredentialsError, NotAuthorizedError
 from tiangong.network.mqtt import MqttClient, ProtocolVersion
@@ -221,7 +221,7 @@ async def _tenant_admin(page: Page, stack: Stack) -> None:
 async def _auditor_reads_only(browser: Browser, stack: Stack) -> None:
     """An auditor sees the events but no Acknowledge button and no maintenance form."""
     context = await browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
     page = await context.new_page()
     await page.goto(f"{stack.url}#token={stack.auditor_token}&next=%23%2Fsecurity")
     await expect(page.locator("table[data-security-table] tbody tr[data-event]")).to_have_count(2)
@@ -245,7 +245,7 @@ async def _auditor_reads_only(browser: Browser, stack: Stack) -> None:
 async def _viewer_is_told(browser: Browser, stack: Stack) -> None:
     """A viewer gets a clear message instead of an error or an empty page."""
     context = await browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
     page = await context.new_page()
     await page.goto(f"{stack.url}#token={stack.viewer_token}&next=%23%2Fsecurity")
     refused = page.locator("[data-security-refused]")
@@ -262,7 +262,7 @@ async def test_security_page(chromium: Path, stack: Stack) -> None:
         browser = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             context = await browser.new_context(viewport=VIEWPORT)
-            context.set_default_timeout(20_000)
+            context.set_default_timeout(PAGE_TIMEOUT_MS)
             page = await context.new_page()
             errors: list[str] = []
 

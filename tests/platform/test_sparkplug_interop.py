@@ -49,7 +49,7 @@ pytestmark = pytest.mark.mosquitto
 INTEROP_DIR = Path(__file__).resolve().parents[1] / "interop"
 NODE_SCRIPT = INTEROP_DIR / "tahu_node.mjs"
 #: The scenario's own limit: the node gives up (exit 3) rather than hang a test.
-NODE_TIMEOUT_MS = 15_000
+NODE_TIMEOUT_MS = 30_000
 REBIRTH = "Node Control/Rebirth"
 
 

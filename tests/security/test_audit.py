@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -292,7 +293,8 @@ async def test_a_cancelled_caller_does_not_lose_the_others(engine: AsyncEngine) 
 
 async def test_token_use_is_coalesced(engine: AsyncEngine) -> None:
     """One ``token.use`` entry per token and minute, with the count and the addresses."""
-    async with AuditTrail(engine) as trail:
+    now = [datetime(2026, 12, 3, 8, 15, 30, tzinfo=UTC)]
+    async with AuditTrail(engine, clock=lambda: now[0]) as trail:
         for _ in range(50):
             trail.note_token_use(
                 token_id="tok_a", actor="viewer (tok_a)", tenant_id="acme", role="viewer",
@@ -303,12 +305,18 @@ async def test_token_use_is_coalesced(engine: AsyncEngine) -> None:
                 token_id="tok_b", actor="admin (tok_b)", tenant_id=None, source="192.0.2.2"
             )
         assert await trail.flush_token_use() == 0  # the minute is not over yet
+        now[0] += timedelta(seconds=29)
+        assert await trail.flush_token_use() == 0
+        now[0] += timedelta(seconds=1)  # 08:16:00: the minute of tok_a and tok_b is over
+        trail.note_token_use(token_id="tok_c", actor="c (tok_c)", tenant_id=None)
+        assert await trail.flush_token_use() == 2  # tok_c's minute is not
     # Closing writes the current minute too.
     async with AuditTrail(engine) as trail:
         uses = await trail.entries(action="token.use")
     by_token = {e.target: e for e in uses}
-    assert set(by_token) == {"tok_a", "tok_b"}
+    assert set(by_token) == {"tok_a", "tok_b", "tok_c"}
     assert by_token["tok_a"].detail["count"] == 50
+    assert by_token["tok_a"].detail["minute"].startswith("2026-12-03T08:15")
     assert by_token["tok_a"].tenant_id == "acme"
     assert by_token["tok_a"].detail["sources"] == ["192.0.2.1"]
     assert by_token["tok_b"].detail["count"] == 3

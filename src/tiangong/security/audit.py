@@ -46,7 +46,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -398,6 +398,10 @@ def _postgres_guards(name: str) -> list[str]:
     ]
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class AuditTrail(AsyncResource):
     """An append-only, hash-chained audit trail in a SQL database (SQLite or PostgreSQL).
 
@@ -407,6 +411,7 @@ class AuditTrail(AsyncResource):
         table: the table's name.
         timeout: seconds ``record`` keeps retrying a busy or failing database before it gives
             up with ``AuditUnavailableError``.
+        clock: the time of entries and of token-use minutes (UTC; tests pass their own).
     """
 
     def __init__(
@@ -416,12 +421,14 @@ class AuditTrail(AsyncResource):
         checkpoint: Path | str | None = None,
         table: str = "audit_trail",
         timeout: float = 10.0,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         if not table.isidentifier():
             raise ValueError(f"{table!r} is not a table name")
         self.engine = engine
         self.checkpoint = AuditCheckpoint(checkpoint) if checkpoint is not None else None
         self.timeout = timeout
+        self.clock = clock
         self._metadata, self.table = _table(table)
         self._postgres = engine.dialect.name == "postgresql"
         self._pending: list[_Draft] = []
@@ -478,7 +485,7 @@ class AuditTrail(AsyncResource):
             AuditUnavailableError: the database did not take it within ``timeout``.
         """
         draft = _Draft(
-            at=_timestamp(datetime.now(UTC)),
+            at=_timestamp(self.clock()),
             actor=_cut("actor", actor),
             action=_cut("action", action),
             target=_cut("target", target),
@@ -604,7 +611,7 @@ class AuditTrail(AsyncResource):
 
         One ``token.use`` entry is written per token and minute in which it was used.
         """
-        now = datetime.now(UTC)
+        now = self.clock()
         minute = now.replace(second=0, microsecond=0)
         use = self._token_use.get(token_id)
         if use is not None and use.minute != minute:
@@ -635,7 +642,7 @@ class AuditTrail(AsyncResource):
         Raises:
             AuditUnavailableError: the trail did not take them (they are kept for next time).
         """
-        minute = datetime.now(UTC).replace(second=0, microsecond=0)
+        minute = self.clock().replace(second=0, microsecond=0)
         for token_id, use in list(self._token_use.items()):
             if everything or use.minute < minute:
                 self._token_ready.append((token_id, self._token_use.pop(token_id)))

@@ -439,6 +439,7 @@ class HealthService(AsyncResource):
         self._predictors: dict[str | None, RulPredictor | None] = {}
         self._active: set[str] = set()
         self._last_event_id = 0
+        self._events_lock = asyncio.Lock()
         self._cpu_spent = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -902,22 +903,29 @@ class HealthService(AsyncResource):
         """Act on ``repaired`` device events stored since the last look; how many."""
         from tiangong.platform.database import device_events  # noqa: PLC0415
 
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(device_events.c.id, device_events.c.device_id, device_events.c.ts)
-                    .where(device_events.c.id > self._last_event_id)
-                    .where(device_events.c.event == "repaired")
-                    .order_by(device_events.c.id)
-                    .limit(1000)
-                )
-            ).all()
-            if not rows:
+        batch = 1000
+        # One look at a time (the poller and a caller may overlap), and the newest id is read
+        # *before* the scan: an event stored between the two reads is then left for the next
+        # look instead of being stepped over. Events are stored by one writer, in id order.
+        async with self._events_lock:
+            async with self.engine.connect() as conn:
                 newest = (await conn.execute(sa.select(sa.func.max(device_events.c.id)))).scalar()
-                self._last_event_id = max(self._last_event_id, int(newest or 0))
-        for row in rows:
-            self._last_event_id = max(self._last_event_id, int(row.id))
-            await self.repaired(row.device_id, utc(row.ts) or _now())
+                bound = int(newest or 0)
+                rows = (
+                    await conn.execute(
+                        sa.select(device_events.c.id, device_events.c.device_id, device_events.c.ts)
+                        .where(device_events.c.id > self._last_event_id)
+                        .where(device_events.c.id <= bound)
+                        .where(device_events.c.event == "repaired")
+                        .order_by(device_events.c.id)
+                        .limit(batch)
+                    )
+                ).all()
+            for row in rows:
+                self._last_event_id = max(self._last_event_id, int(row.id))
+                await self.repaired(row.device_id, utc(row.ts) or _now())
+            if len(rows) < batch:
+                self._last_event_id = max(self._last_event_id, bound)
         return len(rows)
 
     async def repaired(self, device_id: str, at: datetime) -> None:
