@@ -123,6 +123,20 @@ async def test_tcp_requests_over_the_rate_get_server_too_busy(node: RunningNode)
     assert node.server.stats.rate_limited == 10
 
 
+async def test_rest_forwarded_for_does_not_make_a_new_source(node: RunningNode) -> None:
+    """A client on 127.0.0.1 naming another address in each X-Forwarded-For is one source."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.server.http_port}") as client:
+        codes = [
+            (
+                await client.get(
+                    f"/api/handles/{HANDLE}", headers={"X-Forwarded-For": f"203.0.113.{n}"}
+                )
+            ).status_code
+            for n in range(BURST + 5)
+        ]
+    assert codes == [200] * BURST + [429] * 5
+
+
 async def test_rest_source_over_its_rate_gets_429(node: RunningNode) -> None:
     base = f"http://127.0.0.1:{node.server.http_port}"
     transport = httpx.AsyncHTTPTransport(local_address="127.0.0.7")

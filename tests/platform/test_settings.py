@@ -23,6 +23,9 @@ from tiangong.platform.settings import PlatformSettings
         {"mqtt_password": "short"},
         {"store": "postgres"},
         {"http_port": 70000},
+        {"trusted_proxies": ["*"]},
+        {"trusted_proxies": ["0.0.0.0/0"]},
+        {"trusted_proxies": ["proxy.plant.local"]},
     ],
 )
 def test_insecure_or_broken_settings_are_refused(overrides: dict[str, object]) -> None:
@@ -37,6 +40,8 @@ def test_demo_may_use_anything_and_good_secrets_pass() -> None:
         admin_token="tg_" + "x" * 40, mqtt_password="a-long-generated-secret-value"
     )
     assert settings.admin_token is not None
+    proxies = PlatformSettings.load(trusted_proxies=["10.0.0.5", "fd00::/64"]).trusted_proxies
+    assert proxies == ["10.0.0.5", "fd00::/64"]
 
 
 def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:

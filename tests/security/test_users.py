@@ -317,6 +317,30 @@ def from_address(env: PlatformEnv, address: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://platform")
 
 
+@pytest.mark.parametrize("trusted", [[], ["127.0.0.1"]], ids=["no-proxy", "proxy"])
+async def test_forwarded_for_names_the_client_only_behind_a_trusted_proxy(
+    tmp_path: Path, trusted: list[str]
+) -> None:
+    """Over a real socket from 127.0.0.1: X-Forwarded-For is ignored unless 127.0.0.1 is a
+    trusted proxy (uvicorn alone would believe it from loopback, so any local process could
+    pose as any address and slip past the per-address sign-in throttle)."""
+    async with running_platform(
+        tmp_path, embedded_broker=True, wait_connected=False, trusted_proxies=trusted
+    ) as running:
+        running.platform.users.hasher = FAST
+        attempts: list[LoginAttempt] = []
+        running.platform.users.add_login_listener(attempts.append)
+        wrong = {"username": "nobody", "password": "guess-number-x"}
+        answer = await running.api.post(
+            "/api/v1/auth/login", json=wrong, headers={"X-Forwarded-For": "203.0.113.9"}
+        )
+        assert answer.status_code == 401
+        source = "203.0.113.9" if trusted else "127.0.0.1"
+        assert [a.source for a in attempts] == [source]
+        entries = await running.platform.audit.entries(limit=100)
+        assert [e.source for e in entries if e.action == "auth.login_failed"] == [source]
+
+
 async def test_brute_force_is_throttled_while_others_sign_in(env: PlatformEnv) -> None:
     attempts: list[LoginAttempt] = []
     env.platform.users.add_login_listener(attempts.append)

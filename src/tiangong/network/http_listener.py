@@ -3,6 +3,10 @@
 Binding ourselves, before anything else starts, turns a taken port into a clear error instead
 of uvicorn's ``sys.exit()`` from inside a task group, and tells us the port when 0 was asked
 for. uvicorn's signal handlers are left out: the process owner shuts everything down in order.
+
+``X-Forwarded-For`` is believed only from the proxies named (none by default). uvicorn's own
+default believes it from 127.0.0.1, so any local process could pose as any address and slip
+past the per-address limits and the audit trail's "from where".
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -53,9 +57,13 @@ class HttpListener:
     Args:
         app: the application.
         sock: a socket from ``bind_listener``.
+        trusted_proxies: addresses or networks (``10.0.0.5``, ``10.0.0.0/24``) of reverse
+            proxies whose ``X-Forwarded-For`` and ``X-Forwarded-Proto`` name the client.
     """
 
-    def __init__(self, app: Any, sock: socket.socket) -> None:
+    def __init__(
+        self, app: Any, sock: socket.socket, *, trusted_proxies: Sequence[str] = ()
+    ) -> None:
         self.sock = sock
         self.port = int(sock.getsockname()[1])
         host = str(sock.getsockname()[0])
@@ -67,6 +75,8 @@ class HttpListener:
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
+                proxy_headers=bool(trusted_proxies),
+                forwarded_allow_ips=list(trusted_proxies),
             )
         )
         self.task: asyncio.Task[None] | None = None

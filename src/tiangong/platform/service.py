@@ -406,7 +406,9 @@ class Platform:
     def _start_http(self, tasks: asyncio.TaskGroup, sock: socket.socket) -> None:
         from tiangong.platform.api.app import create_app  # noqa: PLC0415 - the API imports us
 
-        self._http = HttpListener(create_app(self), sock)
+        self._http = HttpListener(
+            create_app(self), sock, trusted_proxies=self.settings.trusted_proxies
+        )
         self._other_tasks.append(self._http.start(tasks, "platform-http"))
 
     # -- ingest ----------------------------------------------------------------------------------

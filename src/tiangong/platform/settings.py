@@ -7,10 +7,11 @@ local demo generates its own secrets and never needs one. See ``docs/operations.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Final, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tiangong.platform.errors import ConfigurationError
@@ -73,6 +74,9 @@ class PlatformSettings(BaseSettings):
         sparkplug_rebirth_interval: seconds between two rebirth requests to the same node.
         mqtt_tls_port: port of the embedded broker's TLS listener, where devices log in with
             the client certificate their tenant's CA issued (None: no TLS listener).
+        trusted_proxies: addresses or networks of the reverse proxies in front of the API whose
+            ``X-Forwarded-For`` names the client (for rate limits and the audit trail). None by
+            default: the header is then ignored, whoever sends it.
         mqtt_tls_hostnames: extra DNS names or IP addresses the broker's server certificate
             is valid for (``localhost`` and ``127.0.0.1`` always are).
         mqtt_require_certificates: refuse device password logins on the embedded broker; turn
@@ -139,6 +143,7 @@ class PlatformSettings(BaseSettings):
     api_token_rate_limit: float = Field(default=100.0, ge=0)
     api_token_burst: float = Field(default=500.0, ge=1)
     api_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    trusted_proxies: list[str] = Field(default_factory=list)
     ingest_device_messages: float = Field(default=200.0, ge=0)
     ingest_device_points: float = Field(default=200_000.0, ge=0)
     ingest_device_burst: float = Field(default=10.0, gt=0)
@@ -157,6 +162,21 @@ class PlatformSettings(BaseSettings):
     report_policy_file: Path | None = None
     report_interval: float = Field(default=300.0, gt=0)
     report_unit_price_cny: float = Field(default=850.0, ge=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                network = ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                network = None
+            if network is None or network.prefixlen == 0:
+                raise ValueError(
+                    f"trusted proxy {entry!r} is not an address or network (10.0.0.5, "
+                    "10.0.0.0/24); name the proxies themselves, never every address"
+                )
+        return value
 
     @model_validator(mode="after")
     def _reports(self) -> Self:

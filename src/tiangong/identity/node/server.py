@@ -284,8 +284,15 @@ class NodeServer:
             app = create_resolver_rest_app(self.node, over_rate=self.over_rate)
         else:
             raise TypeError(f"no REST API for {type(self.node).__name__}")
+        # No X-Forwarded-For: the per-source limits count the address that connected (uvicorn
+        # would otherwise believe the header from 127.0.0.1).
         config = uvicorn.Config(
-            app, host=self.host, port=self.http_port or 0, log_level="warning", lifespan="off"
+            app,
+            host=self.host,
+            port=self.http_port or 0,
+            log_level="warning",
+            lifespan="off",
+            proxy_headers=False,
         )
         server = uvicorn.Server(config)
         self._http_server = server
