@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -322,11 +321,15 @@ def mosquitto_files(
     --tls-port, also the TLS files (tenant CA bundle, CRLs, server certificate), a listener
     block to include (tls-listener.conf) and ACL entries for each device's certificate
     identity. Reload Mosquitto (SIGHUP) after writing; write again after every revocation and
-    at least every 30 minutes (the CRLs are valid for an hour).
+    at least every 30 minutes (the CRLs are valid for an hour), or let a running platform do
+    both: TIANGONG_MOSQUITTO_FILES (docs/security.md).
     """
-    from tiangong.network.mosquitto import render_acl, render_passwd  # noqa: PLC0415
-    from tiangong.platform.certificates import write_mosquitto_tls  # noqa: PLC0415
+    from tiangong.platform.certificates import PlatformCertificates  # noqa: PLC0415
     from tiangong.platform.database import Database  # noqa: PLC0415
+    from tiangong.platform.mosquitto_keeper import (  # noqa: PLC0415
+        render_mosquitto_files,
+        write_mosquitto_files,
+    )
     from tiangong.platform.registry import DeviceRegistry  # noqa: PLC0415
     from tiangong.platform.settings import PlatformSettings  # noqa: PLC0415
 
@@ -336,28 +339,17 @@ def mosquitto_files(
         settings = PlatformSettings.load(data_dir=data_dir)
         db = Database(url=settings.metadata_url())
         await db.open()
+        certificates = PlatformCertificates(data_dir) if tls_port is not None else None
         try:
             registry = DeviceRegistry(db)
             await registry.refresh()
-            credentials = registry.credentials()
-            principals = [
-                (entry.device.tenant_id, entry.device.site_id, entry.device.id)
-                for device_id, _ in credentials
-                if (entry := registry.lookup(device_id)) is not None
-            ]
-            certified: list[tuple[str, str, str]] = []
-            if tls_port is not None:
-                certified = write_mosquitto_tls(data_dir, registry, out, tls_port)
+            files = render_mosquitto_files(registry, certificates, service_users=[platform_user])
+            write_mosquitto_files(out, files, certificates, tls_port=tls_port)
         finally:
+            if certificates is not None:
+                certificates.close()
             await db.close()
-        out.mkdir(parents=True, exist_ok=True)
-        passwd = out / "passwd"
-        passwd.write_text(render_passwd(credentials))
-        os.chmod(passwd, 0o600)
-        (out / "acl").write_text(
-            render_acl(principals, service_users=[platform_user], certificate_devices=certified)
-        )
-        return len(credentials)
+        return files.devices
 
     try:
         count = asyncio.run(write())

@@ -157,3 +157,11 @@ async def running_platform(
                 while platform.mqtt is None or not platform.mqtt.connected:
                     await asyncio.sleep(0.05)
             yield env
+
+
+def registry_platform(tmp_path: Path, **settings: Any) -> Any:
+    """A platform for tests of what sits beside its ingest (its registry, CAs, API, files for
+    an external broker): its own embedded broker, no Sparkplug host, no wait for ingest."""
+    return running_platform(
+        tmp_path, embedded_broker=True, sparkplug_enabled=False, wait_connected=False, **settings
+    )

@@ -10,6 +10,7 @@ valid certificate left).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import getpass
 import signal
@@ -24,7 +25,7 @@ import pytest
 from cryptography import x509
 from typer.testing import CliRunner
 
-from tests.platform.conftest import PlatformEnv, running_platform
+from tests.platform.conftest import PlatformEnv, registry_platform, running_platform
 from tests.servers import free_port, mosquitto_binary, unavailable, wait_port
 from tiangong.cli import app
 from tiangong.network.access import Channel, DeviceTopic
@@ -35,6 +36,7 @@ from tiangong.network.mosquitto import render_acl, render_passwd, render_tls_lis
 from tiangong.network.mqtt import MqttClient, ProtocolVersion, Subscription
 from tiangong.network.mqtt.client import client_tls_context
 from tiangong.platform.certificates import PlatformCertificates
+from tiangong.platform.lifecycle import LifecycleTrigger
 from tiangong.security.ca import TenantCA, generate_device_key_and_csr
 from tiangong.security.credentials import hash_device_secret
 
@@ -302,6 +304,52 @@ class TlsMosquitto:
 SERVICE_SECRET = "service-secret-for-this-test-only"
 
 
+def mosquitto_conf(workdir: Path, plain_port: int, acl: Path, passwd: Path, extra: str) -> Path:
+    """A mosquitto.conf: no anonymous users, ``acl`` and ``passwd``, a password listener on
+    ``plain_port``, a log file in ``workdir``, and ``extra`` (the TLS listener)."""
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"user {getpass.getuser()}\n"
+        "per_listener_settings false\n"
+        "allow_anonymous false\n"
+        f"acl_file {acl}\n"
+        f"password_file {passwd}\n"
+        f"listener {plain_port} 127.0.0.1\n"
+        "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+        f"log_dest file {workdir / 'mosquitto.log'}\n" + extra
+    )
+    return conf
+
+
+def require_mosquitto() -> str:
+    """The mosquitto binary, or the test fails (CI) or is skipped (elsewhere)."""
+    binary = mosquitto_binary()
+    if binary is None:
+        unavailable("mosquitto binary not installed (Debian package 'mosquitto')")
+    assert binary is not None
+    return binary
+
+
+@contextlib.asynccontextmanager
+async def mosquitto_running(conf: Path, *ports: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Mosquitto on ``conf``, once it listens on ``ports``; terminated on the way out."""
+    binary = require_mosquitto()
+    proc = await asyncio.create_subprocess_exec(
+        binary,
+        "-c",
+        str(conf),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        for port in ports:
+            await asyncio.to_thread(wait_port, port)
+        yield proc
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 def write_mosquitto_files(
     certs: PlatformCertificates, registry: object, workdir: Path, port: int, plain_port: int
 ) -> dict[str, Path]:
@@ -324,28 +372,15 @@ def write_mosquitto_files(
         keyfile=str(files["keyfile"]),
         crlfile=str(files["crlfile"]),
     )
-    (workdir / "mosquitto.conf").write_text(
-        f"user {getpass.getuser()}\n"
-        "per_listener_settings false\n"
-        "allow_anonymous false\n"
-        f"acl_file {workdir / 'acl'}\n"
-        f"password_file {workdir / 'passwd'}\n"
-        f"listener {plain_port} 127.0.0.1\n"
-        "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-        f"log_dest file {workdir / 'mosquitto.log'}\n" + listener
-    )
+    mosquitto_conf(workdir, plain_port, workdir / "acl", workdir / "passwd", listener)
     return files
 
 
 @pytest.fixture
 async def mosquitto_tls(tmp_path: Path) -> AsyncIterator[tuple[PlatformEnv, TlsMosquitto]]:
-    binary = mosquitto_binary()
-    if binary is None:
-        unavailable("mosquitto binary not installed (Debian package 'mosquitto')")
+    require_mosquitto()  # before the platform starts
     # The platform only provides the registry and the CAs here: no broker of its own.
-    async with running_platform(
-        tmp_path, embedded_broker=True, sparkplug_enabled=False, wait_connected=False
-    ) as env:
+    async with registry_platform(tmp_path) as env:
         certs = env.platform.certificates
         ca = await asyncio.to_thread(certs.tenant_ca, "acme")
         await asyncio.to_thread(certs.tenant_ca, "other")
@@ -356,21 +391,8 @@ async def mosquitto_tls(tmp_path: Path) -> AsyncIterator[tuple[PlatformEnv, TlsM
         workdir.mkdir()
         port, plain_port = free_port(), free_port()
         files = write_mosquitto_files(certs, env.platform.registry, workdir, port, plain_port)
-        assert binary is not None
-        proc = await asyncio.create_subprocess_exec(
-            binary,
-            "-c",
-            str(workdir / "mosquitto.conf"),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        try:
-            await asyncio.to_thread(wait_port, port)
-            await asyncio.to_thread(wait_port, plain_port)
+        async with mosquitto_running(workdir / "mosquitto.conf", port, plain_port) as proc:
             yield env, TlsMosquitto(proc, port, plain_port, files["server_ca"], files, workdir)
-        finally:
-            proc.terminate()
-            await proc.wait()
 
 
 def device_files(tmp_path: Path, device: str) -> DeviceFiles:
@@ -450,9 +472,7 @@ async def test_mosquitto_good_expired_revoked_foreign_and_none(
 
 
 async def test_mosquitto_files_command_writes_the_tls_listener(tmp_path: Path) -> None:
-    async with running_platform(
-        tmp_path, embedded_broker=True, sparkplug_enabled=False, wait_connected=False
-    ) as env:
+    async with registry_platform(tmp_path) as env:
         certs = env.platform.certificates
         ca = await asyncio.to_thread(certs.tenant_ca, "acme")
         await asyncio.to_thread(enrol, ca, "pump-1", tmp_path / "dev")
@@ -467,6 +487,105 @@ async def test_mosquitto_files_command_writes_the_tls_listener(tmp_path: Path) -
     listener = (out / "tls-listener.conf").read_text()
     assert listener.startswith("listener 8884 ")
     assert "require_certificate true\nuse_subject_as_username true\n" in listener
-    assert (out / "tls" / "server-key.pem").stat().st_mode & 0o777 == 0o600
+    # Group-readable for Mosquitto's user, never by others.
+    assert (out / "tls" / "server-key.pem").stat().st_mode & 0o777 == 0o640
+    assert (out / "passwd").stat().st_mode & 0o777 == 0o640
     crl = x509.load_pem_x509_crl((out / "tls" / "crl.pem").read_bytes())
     assert crl.issuer == ca.certificate.subject
+
+
+# -- a Mosquitto kept in step by the platform --------------------------------------------------
+
+
+async def test_platform_keeps_mosquitto_in_step_without_an_operator(tmp_path: Path) -> None:
+    """TIANGONG_MOSQUITTO_FILES: the platform writes Mosquitto's password file, ACL and TLS files
+    and makes it reload (SIGHUP through its pid file) whenever they change. No step of the test
+    writes a file or sends a signal: a new device can log in, a revoked certificate is refused
+    and its open session muted, a decommissioned device is locked out, within seconds."""
+    require_mosquitto()
+    workdir = tmp_path / "mosquitto"
+    files = workdir / "files"
+    pid_file = workdir / "mosquitto.pid"
+    tls_port, plain_port = free_port(), free_port()
+    async with registry_platform(
+        tmp_path,
+        mosquitto_files=files,
+        mosquitto_tls_port=tls_port,
+        mosquitto_pid_file=pid_file,
+        mosquitto_check=0.5,
+    ) as env:
+        keeper = env.platform.mosquitto
+        assert keeper is not None
+        # The devices' passwords (registered as the platform started), group-readable for
+        # Mosquitto's user only. Mosquitto is not running yet: the reload waits for it.
+        await wait_until(lambda: "pump-1:$7$" in (files / "passwd").read_text(), "passwd")
+        assert (files / "passwd").stat().st_mode & 0o777 == 0o640
+        assert "old-1" not in (files / "passwd").read_text()  # decommissioned
+        assert not (files / "tls-listener.conf").exists()  # no tenant CA yet
+        # The first certificates: the CA comes with them, and the TLS files follow.
+        ca = await asyncio.to_thread(env.platform.certificates.tenant_ca, "acme")
+        pump1 = await asyncio.to_thread(enrol, ca, "pump-1", tmp_path / "dev")
+        pump2 = await asyncio.to_thread(enrol, ca, "pump-2", tmp_path / "dev")
+        await wait_until((files / "tls-listener.conf").exists, "the TLS files")
+        await wait_until(lambda: "O=acme,CN=pump-2" in (files / "acl").read_text(), "the ACL")
+        # The platform's tls-listener.conf is included from its directory.
+        extra = f"pid_file {pid_file}\ninclude_dir {files}\n"
+        conf = mosquitto_conf(workdir, plain_port, files / "acl", files / "passwd", extra)
+        async with mosquitto_running(conf, tls_port, plain_port):
+            server_ca = files / "tls" / "server-ca.pem"
+            v5 = {"version": ProtocolVersion.V5}
+
+            def log() -> str:
+                return (workdir / "mosquitto.log").read_text(errors="replace")
+
+            def password_client(device: str, secret: str) -> MqttClient:
+                return MqttClient(
+                    host="127.0.0.1",
+                    port=plain_port,
+                    client_id=device,
+                    username=device,
+                    password=secret,
+                    reconnect=False,
+                    connect_timeout=5,
+                )
+
+            # A device registered while Mosquitto runs can log in within seconds.
+            registry = env.platform.registry
+            _, secret = await registry.register_device(
+                tenant_id="acme", site_id="p1", device_id="pump-9", model_id="pump"
+            )
+
+            async def logs_in(device: str, password: str) -> bool:
+                try:
+                    async with password_client(device, password) as client:
+                        await client.publish(topic(device), sample(1.0), qos=1)
+                except (MqttError, OSError):
+                    return False
+                return True
+
+            async with asyncio.timeout(15):
+                while not await logs_in("pump-9", secret):
+                    await asyncio.sleep(0.2)
+
+            # Revocation through the API while pump-2 is connected: the request itself has the
+            # files written and Mosquitto reloaded.
+            async with tls_client(tls_port, "pump-2", server_ca, pump2, **v5) as live:
+                await live.publish(topic("pump-2"), sample(1.0), qos=1)
+                reloads = log().count("Reloading config")
+                answer = await env.api.post(f"/api/v1/certificates/{pump2.serial:x}/revoke")
+                assert answer.status_code == 200, answer.text
+                await wait_until(lambda: log().count("Reloading config") > reloads, "a reload")
+                await refused_connect(tls_client(tls_port, "pump-2b", server_ca, pump2, **v5))
+                with pytest.raises(MqttError):  # the open session has lost its topics
+                    await live.publish(topic("pump-2"), sample(2.0), qos=1)
+            async with tls_client(tls_port, "pump-1", server_ca, pump1, **v5) as client:
+                await client.publish(topic("pump-1"), sample(3.0), qos=1)
+
+            # Decommissioned: locked out at the next look.
+            await registry.apply_lifecycle("pump-9", LifecycleTrigger.DECOMMISSION, reason="t")
+            async with asyncio.timeout(15):
+                while await logs_in("pump-9", secret):
+                    await asyncio.sleep(0.2)
+            assert keeper.stats.reload_failures > 0  # before Mosquitto ran
+            assert keeper.stats.reloads >= 3  # the first, the revocation, the decommission
+            assert not keeper.reload_pending

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
+import os
 import secrets
 import ssl
 import threading
@@ -51,10 +52,18 @@ if TYPE_CHECKING:
     from tiangong.network.broker import EmbeddedBroker
     from tiangong.platform.registry import DeviceRegistry
 
-__all__ = ["PlatformCertificates", "Revocation", "ServerIdentity", "write_mosquitto_tls"]
+__all__ = [
+    "BROKER_SECRET_MODE",
+    "PlatformCertificates",
+    "Revocation",
+    "ServerIdentity",
+    "atomic_write",
+]
 
 _log = logging.getLogger(__name__)
 
+#: The broker's private key and password file: the owner writes, the group (Mosquitto's) reads.
+BROKER_SECRET_MODE: Final = 0o640
 _SERVER_DIR: Final = "server-tls"
 _SERVER_VALIDITY: Final = dt.timedelta(days=397)  # the CA/B Forum ceiling for server certs
 _SERVER_RENEW_BEFORE: Final = dt.timedelta(days=30)
@@ -463,11 +472,12 @@ class PlatformCertificates:
             "keyfile": out / "server-key.pem",
             "server_ca": out / "server-ca.pem",
         }
-        _atomic_write(paths["cafile"], self.ca_bundle_pem())
-        _atomic_write(paths["crlfile"], self.crl_bundle_pem())
-        _atomic_write(paths["certfile"], ident.cert_file.read_bytes())
-        _atomic_write(paths["server_ca"], ident.ca_file.read_bytes())
-        write_secret_file(paths["keyfile"], ident.key_file.read_text(encoding="ascii"))
+        atomic_write(paths["cafile"], self.ca_bundle_pem())
+        atomic_write(paths["crlfile"], self.crl_bundle_pem())
+        atomic_write(paths["certfile"], ident.cert_file.read_bytes())
+        atomic_write(paths["server_ca"], ident.ca_file.read_bytes())
+        # Group-readable: Mosquitto runs as its own user; give the directory its group.
+        atomic_write(paths["keyfile"], ident.key_file.read_bytes(), mode=BROKER_SECRET_MODE)
         return paths
 
 
@@ -479,47 +489,17 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
     ).decode("ascii")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    # Mosquitto may reload (SIGHUP) at any moment: it must never read a half-written file.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` in one step, the file never wider than ``mode``.
 
-
-def write_mosquitto_tls(
-    data_dir: Path, registry: DeviceRegistry, out: Path, port: int
-) -> list[tuple[str, str, str]]:
-    """Write the TLS part of ``tiangong broker mosquitto-files`` into ``out``.
-
-    The files of :meth:`PlatformCertificates.write_mosquitto_tls` under ``out/tls`` and
-    ``out/tls-listener.conf``, a ``listener`` block to include in ``mosquitto.conf``.
-
-    Returns:
-        The certified devices, for the ACL's certificate identities.
-
-    Raises:
-        ValueError: no tenant has a CA yet (Mosquitto refuses an empty ``cafile``).
+    Mosquitto may reload (SIGHUP) at any moment: it must never read a half-written file.
+    Blocking: call it from a thread in async code.
     """
-    from tiangong.network.mosquitto import render_tls_listener  # noqa: PLC0415
-
-    certificates = PlatformCertificates(data_dir)
-    try:
-        if not certificates.tenants():
-            raise ValueError(
-                "no tenant has a device CA yet: create an enrolment token first"
-                " (POST /api/v1/devices/<id>/enrolment-tokens)"
-            )
-        files = certificates.write_mosquitto_tls(out / "tls")
-        certified = certificates.certified_devices(registry)
-    finally:
-        certificates.close()
-    (out / "tls-listener.conf").write_text(
-        render_tls_listener(
-            port=port,
-            cafile=str(files["cafile"].resolve()),
-            certfile=str(files["certfile"].resolve()),
-            keyfile=str(files["keyfile"].resolve()),
-            crlfile=str(files["crlfile"].resolve()),
-        )
-    )
-    return certified
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    tmp.chmod(mode)  # whatever the umask took away or left
+    tmp.replace(path)

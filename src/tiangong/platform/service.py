@@ -62,6 +62,7 @@ from tiangong.platform.kpi import KpiService
 from tiangong.platform.lifecycle import LifecycleTrigger
 from tiangong.platform.metrics import PlatformMetrics
 from tiangong.platform.model import DeviceState
+from tiangong.platform.mosquitto_keeper import MosquittoKeeper
 from tiangong.platform.registry import DeviceRegistry
 from tiangong.platform.settings import PlatformSettings
 from tiangong.platform.sparkplug.host_service import SparkplugHostService
@@ -69,6 +70,7 @@ from tiangong.platform.tokens import TokenService
 from tiangong.platform.tsdb.base import TimeSeriesStore
 from tiangong.platform.tsdb.duckdb_store import DuckDBStore
 from tiangong.security.audit import AuditTrail
+from tiangong.security.credentials import hash_device_secret
 from tiangong.security.monitor import SecurityMonitor
 from tiangong.security.users import UserService
 
@@ -139,6 +141,7 @@ class Platform:
         self.certificates = PlatformCertificates(
             settings.data_dir, server_hostnames=settings.mqtt_tls_hostnames
         )
+        self.mosquitto = self._mosquitto_keeper()
         self.authority = RegistryBrokerAuthority(
             self.registry,
             self.metrics,
@@ -243,6 +246,8 @@ class Platform:
             settings.data_dir / "admin-token", configured
         )
         self._stack.callback(self.certificates.close)
+        if self.mosquitto is not None:
+            await self.mosquitto.sync(force=True)  # a directory that is not ours fails the start
         if self._embedded_broker:
             tls = None
             if settings.mqtt_tls_port is not None:
@@ -276,6 +281,8 @@ class Platform:
         ]
         if not self.db.is_sqlite:
             loops.append(("registry-refresh", 30.0, self.registry.refresh))
+        if self.mosquitto is not None:
+            loops.append(("mosquitto-files", settings.mosquitto_check, self.mosquitto.sync))
         for name, interval, action in loops:
             self._other_tasks.append(
                 tasks.create_task(self._every(name, interval, action), name=f"platform-{name}")
@@ -410,6 +417,40 @@ class Platform:
             create_app(self), sock, trusted_proxies=self.settings.trusted_proxies
         )
         self._other_tasks.append(self._http.start(tasks, "platform-http"))
+
+    def _mosquitto_keeper(self) -> MosquittoKeeper | None:
+        settings = self.settings
+        if settings.mosquitto_files is None:
+            return None
+        user = settings.mqtt_username or "tiangong-platform"
+        credentials = []
+        if settings.mqtt_username and settings.mqtt_password is not None:
+            # Hashed once: a new salt at every look would rewrite the file every time.
+            digest = hash_device_secret(settings.mqtt_password.get_secret_value())
+            credentials.append((user, digest))
+        return MosquittoKeeper(
+            settings.mosquitto_files,
+            self.registry,
+            self.certificates,
+            service_users=[user],
+            service_credentials=credentials,
+            tls_port=settings.mosquitto_tls_port,
+            pid_file=settings.mosquitto_pid_file,
+            reload_command=settings.mosquitto_reload_command,
+        )
+
+    async def broker_files_changed(self) -> None:
+        """A certificate was issued or revoked: an external Mosquitto hears of it now.
+
+        Without ``mosquitto_files`` nothing to do. A failure is logged; the periodic look
+        (``mosquitto_check``) tries again.
+        """
+        if self.mosquitto is None:
+            return
+        try:
+            await self.mosquitto.sync()
+        except ConfigurationError as exc:
+            _log.error("platform: %s; trying again in %gs", exc, self.settings.mosquitto_check)
 
     # -- ingest ----------------------------------------------------------------------------------
 

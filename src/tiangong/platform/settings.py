@@ -74,6 +74,14 @@ class PlatformSettings(BaseSettings):
         sparkplug_rebirth_interval: seconds between two rebirth requests to the same node.
         mqtt_tls_port: port of the embedded broker's TLS listener, where devices log in with
             the client certificate their tenant's CA issued (None: no TLS listener).
+        mosquitto_files: keep an external Mosquitto's password file, ACL (and, with
+            ``mosquitto_tls_port``, its TLS files and listener block) in this directory, equal
+            to the registry and the tenants' CAs, and make it reload when they change.
+        mosquitto_tls_port: the Mosquitto TLS listener's port for device certificates.
+        mosquitto_pid_file: Mosquitto's pid file: reload it with SIGHUP.
+        mosquitto_reload_command: or a command that reloads it (``systemctl reload mosquitto``).
+        mosquitto_check: seconds between two looks for changes (a revocation through the API
+            is acted on at once).
         trusted_proxies: addresses or networks of the reverse proxies in front of the API whose
             ``X-Forwarded-For`` names the client (for rate limits and the audit trail). None by
             default: the header is then ignored, whoever sends it.
@@ -132,6 +140,12 @@ class PlatformSettings(BaseSettings):
     mqtt_tls_hostnames: list[str] = Field(default_factory=list)
     mqtt_require_certificates: bool = False
     mqtt_revocation_check: float = Field(default=2.0, gt=0)
+    # An external Mosquitto kept in step (platform/mosquitto_keeper.py, docs/security.md).
+    mosquitto_files: Path | None = None
+    mosquitto_tls_port: int | None = Field(default=None, ge=1, le=65535)
+    mosquitto_pid_file: Path | None = None
+    mosquitto_reload_command: str | None = None
+    mosquitto_check: float = Field(default=2.0, gt=0)
     # Sessions and tokens (docs/security.md, "Users, sessions, API tokens and roles").
     session_idle_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
@@ -177,6 +191,22 @@ class PlatformSettings(BaseSettings):
                     "10.0.0.0/24); name the proxies themselves, never every address"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _mosquitto(self) -> Self:
+        if self.mosquitto_files is None:
+            named = [
+                f"TIANGONG_{name.upper()}"
+                for name in ("mosquitto_tls_port", "mosquitto_pid_file", "mosquitto_reload_command")
+                if getattr(self, name)
+            ]
+            if named:
+                raise ValueError(f"{', '.join(named)} needs TIANGONG_MOSQUITTO_FILES")
+        elif self.mosquitto_pid_file is not None and self.mosquitto_reload_command:
+            raise ValueError(
+                "set TIANGONG_MOSQUITTO_PID_FILE or TIANGONG_MOSQUITTO_RELOAD_COMMAND, not both"
+            )
+        return self
 
     @model_validator(mode="after")
     def _reports(self) -> Self:

@@ -278,6 +278,7 @@ async def enrol(body: EnrolIn, platform: PlatformDep, request: Request) -> Certi
             tenant_id=tenant,
             detail={"device": issued.device_id},
         )
+        await platform.broker_files_changed()  # a new identity for Mosquitto's ACL
         return _issued(platform, tenant, issued)
     failure = last.reason if last is not None else EnrolmentFailure.TOKEN_UNKNOWN
     raise _refuse(status.HTTP_403_FORBIDDEN, failure, failure.value)
@@ -371,6 +372,7 @@ async def revoke(
     tenant, record = found
     reason = x509.ReasonFlags[(body or RevokeIn()).reason]
     done = await platform.certificates.revoke(tenant, number, reason=reason, broker=platform.broker)
+    await platform.broker_files_changed()  # Mosquitto: new CRL and ACL, reloaded
     ended = done.sessions_ended
     await _audit(
         platform,
