@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.platform.conftest import store  # noqa: F401 - the per-backend store fixture
+from tests.platform.conftest import (
+    registry_platform,
+    store,  # noqa: F401 - the per-backend store fixture
+)
 from tiangong.apps.energy.anomalies import (
     AnomalyKind,
     IdleRule,
@@ -274,6 +277,17 @@ def test_energy_per_good_unit_with_a_counter_reset() -> None:
             "prices": {"peak": 1},
         },
         {"bands": [{"from": "8am", "to": "24:00", "period": "peak"}], "prices": {"peak": 1}},
+        {"bands": [{"from": "00:00", "to": "24:00", "period": "peak"}], "prices": {"peak": "inf"}},
+        {
+            "name": "x" * 201,
+            "bands": [{"from": "00:00", "to": "24:00", "period": "peak"}],
+            "prices": {"peak": 1},
+        },
+        {
+            "currency": None,
+            "bands": [{"from": "00:00", "to": "24:00", "period": "peak"}],
+            "prices": {"peak": 1},
+        },
     ],
 )
 def test_invalid_tariffs_are_refused(doc: dict[str, object]) -> None:
@@ -302,6 +316,67 @@ def test_tariffs_load_from_the_data_directory(tmp_path: Path) -> None:
     path.write_text(json.dumps({"sites": [{"tenant": "t"}]}))
     with pytest.raises(TariffError, match="lacks"):
         TariffBook.load(path)
+
+
+async def test_a_site_tariff_is_set_through_the_api_and_kept(tmp_path: Path) -> None:
+    async with registry_platform(tmp_path) as env:
+        url = "/api/v1/apps/energy/tariffs/p1?tenant=acme"  # the platform admin names it
+        kept = env.platform.settings.data_dir / "tariffs.json"
+        assert (await env.api.get(url)).json() == CHINA_INDUSTRIAL_DEFAULT.to_json()
+
+        answer = await env.api.put(url, json=SIMPLE.to_json())
+        assert answer.status_code == 200, answer.text
+        assert Tariff.from_json(answer.json()) == SIMPLE
+        assert Tariff.from_json((await env.api.get(url)).json()) == SIMPLE
+        assert TariffBook.load(kept).for_site("acme", "p1") == SIMPLE  # what a restart reads
+        assert TariffBook.load(kept).for_site("acme", "p2") == CHINA_INDUSTRIAL_DEFAULT
+        report = (
+            await env.api.get("/api/v1/apps/energy", params={"site": "p1", "tenant": "acme"})
+        ).json()
+        assert report["tariff"] == SIMPLE.name  # consumption is priced by it
+
+        # Overlapping bands: refused with the reason, nothing changed.
+        overlapping = {
+            "bands": [
+                {"from": "00:00", "to": "13:00", "period": "peak"},
+                {"from": "12:00", "to": "24:00", "period": "flat"},
+            ],
+            "prices": {"peak": 1, "flat": 0.5},
+        }
+        refused = await env.api.put(url, json=overlapping)
+        assert refused.status_code == 422
+        assert "overlap" in refused.text or "12:00" in refused.text, refused.text
+        assert (await env.api.put(url, json=["not", "a", "tariff"])).status_code == 422
+        nowhere = "/api/v1/apps/energy/tariffs/nowhere?tenant=acme"
+        assert (await env.api.put(nowhere, json=SIMPLE.to_json())).status_code == 404
+        assert Tariff.from_json((await env.api.get(url)).json()) == SIMPLE
+
+        # The file cannot be written: 503, and the book in memory is left as it was.
+        env.platform.energy.tariffs_path = tmp_path / "not-a-directory" / "tariffs.json"
+        (tmp_path / "not-a-directory").write_text("")
+        failed = await env.api.delete(url)
+        assert failed.status_code == 503
+        assert "cannot write" in failed.json()["detail"]
+        assert Tariff.from_json((await env.api.get(url)).json()) == SIMPLE
+        env.platform.energy.tariffs_path = kept
+
+        assert (await env.api.delete(url)).status_code == 204
+        assert (await env.api.get(url)).json() == CHINA_INDUSTRIAL_DEFAULT.to_json()
+        assert TariffBook.load(kept).sites == {}
+        changes = await env.platform.audit.entries(limit=100)
+        # Every change and every refused attempt is in the audit trail, with who and the outcome.
+        tariff_changes = [
+            (e.action.split()[0], e.outcome)
+            for e in changes
+            if e.action.endswith("/tariffs/{site_id}") and e.target == "site_id=p1"
+        ]
+        assert sorted(tariff_changes) == [
+            ("DELETE", "204"),
+            ("DELETE", "503"),
+            ("PUT", "200"),
+            ("PUT", "422"),
+            ("PUT", "422"),
+        ]
 
 
 # -- anomalies -------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from tests.platform.conftest import PUMP_MODEL, PlatformEnv, running_platform
+from tiangong.apps.energy.tariff import CHINA_INDUSTRIAL_DEFAULT
 from tiangong.platform.alarms.rules import AlarmSignal, SignalKind, ThresholdRule
 from tiangong.platform.api.app import create_app
 from tiangong.platform.model import Site, Tenant
@@ -401,6 +402,8 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("GET", "/api/v1/apps/energy"): Expect(S.TELEMETRY_READ, 404, on("GET", "/api/v1/apps/energy?device={device}&from=-1h")),
     ("GET", "/api/v1/apps/energy/anomalies"): Expect(S.TELEMETRY_READ, 404, on("GET", "/api/v1/apps/energy/anomalies?device={device}&from=-1h")),
     ("GET", "/api/v1/apps/energy/tariffs/{site_id}"): Expect(S.TELEMETRY_READ, 404, on("GET", "/api/v1/apps/energy/tariffs/{site}", admin_tenant=True)),
+    ("PUT", "/api/v1/apps/energy/tariffs/{site_id}"): Expect(S.DEVICES_WRITE, 404, on("PUT", "/api/v1/apps/energy/tariffs/{site}", CHINA_INDUSTRIAL_DEFAULT.to_json(), admin_tenant=True)),
+    ("DELETE", "/api/v1/apps/energy/tariffs/{site_id}"): Expect(S.DEVICES_WRITE, 404, on("DELETE", "/api/v1/apps/energy/tariffs/{site}", admin_tenant=True)),
 }
 # fmt: on
 

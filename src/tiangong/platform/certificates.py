@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-import os
 import secrets
 import ssl
 import threading
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tiangong.files import atomic_write
 from tiangong.network.access.topics import is_valid_name
 from tiangong.platform.model import DeviceState
 from tiangong.security.ca import (
@@ -57,7 +57,6 @@ __all__ = [
     "PlatformCertificates",
     "Revocation",
     "ServerIdentity",
-    "atomic_write",
 ]
 
 _log = logging.getLogger(__name__)
@@ -487,19 +486,3 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode("ascii")
-
-
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` in one step, the file never wider than ``mode``.
-
-    Mosquitto may reload (SIGHUP) at any moment: it must never read a half-written file.
-    Blocking: call it from a thread in async code.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    tmp.chmod(mode)  # whatever the umask took away or left
-    tmp.replace(path)

@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
+from tiangong.files import atomic_write
 from tiangong.network.mosquitto import render_acl, render_passwd, render_tls_listener
-from tiangong.platform.certificates import BROKER_SECRET_MODE, PlatformCertificates, atomic_write
+from tiangong.platform.certificates import BROKER_SECRET_MODE, PlatformCertificates
 from tiangong.platform.errors import ConfigurationError
 from tiangong.platform.registry import DeviceRegistry
 

@@ -169,8 +169,11 @@ class Platform:
         self.admin_token_generated = False
         # OEE (apps.oee): configured from <data_dir>/oee.toml when the platform starts.
         self.oee = OeeService(registry=self.registry, store=self.store, db=self.db)
-        # Energy (apps.energy): tariffs from <data_dir>/tariffs.json when the platform starts.
-        self.energy = EnergyService(self.registry, self.store)
+        # Energy (apps.energy): tariffs from <data_dir>/tariffs.json when the platform starts,
+        # changes through the API kept there.
+        self.energy = EnergyService(
+            self.registry, self.store, tariffs_path=settings.data_dir / "tariffs.json"
+        )
         # A data center's analytics store served by the data API (set by whoever runs one).
         self.data_store: AnalyticsStore | None = None
         self.reporter: EnterpriseReporter | None = None  # with report_nats set

@@ -33,10 +33,12 @@ attribute names it, plus the device named like the line itself (a line counter).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import numpy as np
@@ -66,8 +68,8 @@ from tiangong.apps.energy.core import (
     summarize,
     total,
 )
-from tiangong.apps.energy.errors import EnergyQueryError
-from tiangong.apps.energy.tariff import TariffBook
+from tiangong.apps.energy.errors import EnergyQueryError, TariffError
+from tiangong.apps.energy.tariff import Tariff, TariffBook
 from tiangong.platform.model import Device
 from tiangong.platform.registry import DeviceRegistry
 from tiangong.platform.tsdb.base import MINUTE_MS, RAW_LIMIT, Aggregate, Float64s, TimeSeriesStore
@@ -205,6 +207,7 @@ class EnergyService:
         registry: devices, sites and thing models.
         store: the time-series store.
         tariffs: the tariff of each site.
+        tariffs_path: where changes of the tariffs are kept (None: in memory only).
         gap_ms: readings further apart leave a gap.
         rollovers: a counter's modulus by device id, for meters that roll over.
         baseline: the above-baseline rule.
@@ -217,6 +220,7 @@ class EnergyService:
         store: TimeSeriesStore,
         *,
         tariffs: TariffBook | None = None,
+        tariffs_path: Path | None = None,
         gap_ms: int = GAP_MS,
         rollovers: Mapping[str, float] | None = None,
         baseline: BaselineRule | None = None,
@@ -225,12 +229,39 @@ class EnergyService:
         self.registry = registry
         self.store = store
         self.tariffs = tariffs or TariffBook()
+        self.tariffs_path = tariffs_path
+        self._tariff_lock = asyncio.Lock()
         self.gap_ms = gap_ms
         self.rollovers = dict(rollovers or {})
         self.baseline = baseline or BaselineRule()
         self.idle = idle or IdleRule()
         #: Ranges of fewer readings than this are read raw (the store's raw query limit).
         self.raw_limit = RAW_LIMIT
+
+    async def set_tariff(self, tenant_id: str, site_id: str, tariff: Tariff | None) -> None:
+        """Give a site its own tariff (None: the default again), kept in ``tariffs_path``.
+
+        The book in memory changes only once the file holds the change.
+
+        Raises:
+            NotFoundError: the tenant has no such site.
+            TariffError: the file cannot be written (the message names it).
+        """
+        await self.registry.get_site(tenant_id, site_id)
+        async with self._tariff_lock:
+            book = TariffBook(self.tariffs.default, dict(self.tariffs.sites))
+            if tariff is None:
+                book.remove(tenant_id, site_id)
+            else:
+                book.set(tenant_id, site_id, tariff)
+            if self.tariffs_path is not None:
+                try:
+                    await asyncio.to_thread(book.save, self.tariffs_path)
+                except OSError as exc:
+                    name = tariff.name if tariff is not None else "book"
+                    message = f"cannot write {self.tariffs_path}: {exc}"
+                    raise TariffError(message, tariff=name) from exc
+            self.tariffs = book
 
     async def consumption(
         self,

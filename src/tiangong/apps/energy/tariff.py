@@ -16,6 +16,7 @@ local grid company's current list per site (:class:`TariffBook`).
 from __future__ import annotations
 
 import enum
+import math
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any, Final
 import orjson
 
 from tiangong.apps.energy.errors import TariffError
+from tiangong.files import atomic_write
 
 __all__ = [
     "CHINA_INDUSTRIAL_DEFAULT",
@@ -83,8 +85,9 @@ class Tariff:
         prices: CNY per kWh of each period used by a band.
 
     Raises:
-        TariffError: bands with holes or overlaps, a period without a price, a negative price,
-            an unknown time zone.
+        TariffError: bands with holes or overlaps, a period without a price, a negative or
+            infinite price, an unknown time zone, a name longer than 200 characters, a currency
+            that is not three letters.
     """
 
     name: str
@@ -121,8 +124,15 @@ class Tariff:
             if price is None:
                 raise TariffError(f"no price for the {band.period} period", tariff=self.name)
         for period, price in self.prices.items():
-            if not price >= 0.0:  # also refuses NaN
+            if not 0.0 <= price < math.inf:  # also refuses NaN
                 raise TariffError(f"price of {period} is {price}", tariff=self.name)
+        if not 0 < len(self.name) <= 200:
+            raise TariffError("a tariff's name has 1 to 200 characters", tariff=self.name[:40])
+        if not (self.currency.isascii() and self.currency.isalpha() and len(self.currency) == 3):
+            raise TariffError(
+                f"currency {self.currency[:20]!r} is not an ISO 4217 code like CNY",
+                tariff=self.name,
+            )
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -252,6 +262,24 @@ class TariffBook:
     def set(self, tenant_id: str, site_id: str, tariff: Tariff) -> None:
         """Give a site its own tariff."""
         self.sites[(tenant_id, site_id)] = tariff
+
+    def remove(self, tenant_id: str, site_id: str) -> bool:
+        """Price a site by the default tariff again; whether it had its own."""
+        return self.sites.pop((tenant_id, site_id), None) is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """The book as JSON-ready data (the shape :meth:`from_json` reads)."""
+        return {
+            "default": self.default.to_json(),
+            "sites": [
+                {"tenant": tenant, "site": site, "tariff": tariff.to_json()}
+                for (tenant, site), tariff in sorted(self.sites.items())
+            ],
+        }
+
+    def save(self, path: Path) -> None:
+        """Write the book to ``path`` in one step (:meth:`load` reads it). Blocking."""
+        atomic_write(path, orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2))
 
     @classmethod
     def load(cls, path: Path) -> TariffBook:

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 
 from tiangong.apps.energy.core import Granularity
-from tiangong.apps.energy.errors import EnergyQueryError
+from tiangong.apps.energy.errors import EnergyQueryError, TariffError
 from tiangong.apps.energy.service import AnomalyReport, EnergyReport
-from tiangong.platform.api.auth import PlatformDep, TelemetryRead, tenant_for_read
+from tiangong.apps.energy.tariff import Tariff
+from tiangong.platform.api.auth import (
+    DevicesWrite,
+    PlatformDep,
+    TelemetryRead,
+    tenant_for_read,
+    tenant_for_write,
+)
 from tiangong.platform.api.query_params import parse_time
+from tiangong.platform.service import Platform
 
 router = APIRouter(prefix="/api/v1/apps/energy", tags=["apps"])
 
@@ -104,3 +112,60 @@ async def tariff(
         )
     await platform.registry.get_site(scope, site_id)  # 404: a site the tenant does not have
     return platform.energy.tariffs.for_site(scope, site_id).to_json()
+
+
+#: An example for the OpenAPI page: the shape GET answers and PUT takes.
+_TARIFF_EXAMPLE: dict[str, Any] = {
+    "name": "Jiangsu large industry, 2026",
+    "timezone": "Asia/Shanghai",
+    "currency": "CNY",
+    "bands": [
+        {"from": "00:00", "to": "08:00", "period": "valley"},
+        {"from": "08:00", "to": "11:00", "period": "peak"},
+        {"from": "11:00", "to": "17:00", "period": "flat"},
+        {"from": "17:00", "to": "22:00", "period": "peak"},
+        {"from": "22:00", "to": "24:00", "period": "flat"},
+    ],
+    "prices": {"peak": 1.05, "flat": 0.62, "valley": 0.28},
+}
+
+
+@router.put("/tariffs/{site_id}")
+async def put_tariff(
+    site_id: str,
+    platform: PlatformDep,
+    principal: DevicesWrite,
+    body: Annotated[dict[str, Any], Body(examples=[_TARIFF_EXAMPLE])],
+    tenant: str | None = Query(None, description="platform administrators: the tenant"),
+) -> dict[str, Any]:
+    """Give a site its own time-of-use tariff (bands covering the day, a price per period).
+
+    Kept in the platform's ``tariffs.json``: a restart keeps it. Consumption is priced by the
+    tariff in force when it is asked for, past periods included. 422 names what is wrong.
+    """
+    scope = tenant_for_write(principal, tenant)
+    try:
+        tariff = Tariff.from_json(body)
+    except TariffError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    await _set_tariff(platform, scope, site_id, tariff)
+    return tariff.to_json()
+
+
+@router.delete("/tariffs/{site_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_tariff(
+    site_id: str,
+    platform: PlatformDep,
+    principal: DevicesWrite,
+    tenant: str | None = Query(None, description="platform administrators: the tenant"),
+) -> Response:
+    """Price a site by the platform's default tariff again."""
+    await _set_tariff(platform, tenant_for_write(principal, tenant), site_id, None)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _set_tariff(platform: Platform, tenant: str, site_id: str, tariff: Tariff | None) -> None:
+    try:
+        await platform.energy.set_tariff(tenant, site_id, tariff)
+    except TariffError as exc:  # the file could not be written: nothing changed
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
