@@ -52,6 +52,9 @@ async def test_a_failing_reload_is_counted_and_tried_again_without_rewriting(
         assert await keeper.sync() is True
         assert "pump-2:" not in (files / "passwd").read_text()
         assert keeper.stats.reloads == 2
+        metrics = (await env.api.get("/metrics")).text
+        assert 'tiangong_mosquitto_files_total{event="reloaded"} 2.0' in metrics
+        assert 'tiangong_mosquitto_files_total{event="reload_failed"}' in metrics
 
         # The platform's own broker user is in the password file it keeps (the file is the
         # platform's: a line added by hand would be gone at the next write).

@@ -109,6 +109,13 @@ class PlatformMetrics:
             ["kind"],
             registry=r,
         )
+        self.mosquitto_files = Counter(
+            "tiangong_mosquitto_files",
+            "An external Mosquitto's files kept by the platform: written, reloaded,"
+            " reload_failed (TIANGONG_MOSQUITTO_FILES)",
+            ["event"],
+            registry=r,
+        )
         self.broker_acl_denials = Counter(
             "tiangong_broker_acl_denials",
             "Publishes and subscriptions refused by the embedded broker's topic authorization",

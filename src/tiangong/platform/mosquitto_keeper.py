@@ -68,14 +68,24 @@ def render_mosquitto_files(
     *,
     service_users: Iterable[str],
     service_credentials: Iterable[tuple[str, str]] = (),
+    credentials: list[tuple[str, str]] | None = None,
 ) -> MosquittoFiles:
     """The password file and ACL for every registered device and valid certificate identity.
 
     ``identity`` holds everything the TLS files depend on besides the two texts (the tenants
     with a CA, the revoked serials of each), so a change of any of them is seen without
-    comparing freshly signed CRLs, which differ on every signing.
+    comparing freshly signed CRLs, which differ on every signing. Blocking (the CA registers).
+
+    Args:
+        registry: the device registry.
+        certificates: the tenants' CAs (None: no certificate identities).
+        service_users: the platform's own broker users.
+        service_credentials: (user, ``$7$`` hash) of those with a password.
+        credentials: the registry's device credentials, taken on the event loop by a caller
+            that runs this in a thread (the directory must not be iterated while it changes).
     """
-    credentials = registry.credentials()
+    if credentials is None:
+        credentials = registry.credentials()
     principals = [
         (entry.device.tenant_id, entry.device.site_id, entry.device.id)
         for device_id, _ in credentials
@@ -160,6 +170,7 @@ class MosquittoKeeper:
         pid_file: Mosquitto's pid file (``pid_file`` in mosquitto.conf): reload by SIGHUP.
         reload_command: or a command that makes Mosquitto reload (``systemctl reload
             mosquitto``); run without a shell.
+        observe: told of each ``written``, ``reloaded`` and ``reload_failed`` (metrics).
     """
 
     def __init__(
@@ -174,6 +185,7 @@ class MosquittoKeeper:
         pid_file: Path | None = None,
         reload_command: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        observe: Callable[[str], None] = lambda _event: None,
     ) -> None:
         if pid_file is not None and reload_command:
             raise ConfigurationError(
@@ -189,6 +201,7 @@ class MosquittoKeeper:
         self.reload_command = shlex.split(reload_command) if reload_command else None
         self.stats = KeeperStats()
         self._clock = clock
+        self._observe = observe
         self._identity: tuple[object, ...] | None = None
         self._written_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -217,6 +230,7 @@ class MosquittoKeeper:
                 self.certificates,
                 service_users=self.service_users,
                 service_credentials=self.service_credentials,
+                credentials=self.registry.credentials(),  # here, not in the thread
             )
             stale = self._clock() - self._written_at >= CRL_REFRESH_S
             written = force or stale or files.identity != self._identity
@@ -245,6 +259,7 @@ class MosquittoKeeper:
         self._identity = files.identity
         self._written_at = self._clock()
         self.stats.writes += 1
+        self._observe("written")
         self.reload_pending = True
         _log.info(
             "mosquitto: wrote %s (%d devices, %d certificate identities)",
@@ -272,6 +287,7 @@ class MosquittoKeeper:
         except (OSError, ValueError, TimeoutError) as exc:
             self.stats.reload_failures += 1
             self.stats.last_error = str(exc)
+            self._observe("reload_failed")
             # Once per streak: Mosquitto may simply not be running yet.
             level = logging.DEBUG if self._failing else logging.ERROR
             _log.log(level, "mosquitto: could not make it reload: %s; trying again", exc)
@@ -282,6 +298,7 @@ class MosquittoKeeper:
         self._failing = False
         self.reload_pending = False
         self.stats.reloads += 1
+        self._observe("reloaded")
 
     @staticmethod
     def _signal_pid(pid_file: Path) -> None:

@@ -440,6 +440,7 @@ class Platform:
             tls_port=settings.mosquitto_tls_port,
             pid_file=settings.mosquitto_pid_file,
             reload_command=settings.mosquitto_reload_command,
+            observe=lambda event: self.metrics.mosquitto_files.labels(event).inc(),
         )
 
     async def broker_files_changed(self) -> None:
