@@ -906,7 +906,8 @@ class HealthService(AsyncResource):
         batch = 1000
         # One look at a time (the poller and a caller may overlap), and the newest id is read
         # *before* the scan: an event stored between the two reads is then left for the next
-        # look instead of being stepped over. Events are stored by one writer, in id order.
+        # look instead of being stepped over. This relies on ids committing in order, which
+        # holds for the one ingest writer of a platform instance.
         async with self._events_lock:
             async with self.engine.connect() as conn:
                 newest = (await conn.execute(sa.select(sa.func.max(device_events.c.id)))).scalar()
