@@ -30,6 +30,7 @@ from typing import Any
 
 import duckdb
 
+from _ingest_procfs import cpu_model
 from tiangong.data.catalog import standard_catalog
 from tiangong.data.model import Aggregation, Level, Period
 from tiangong.data.store import AnalyticsStore
@@ -52,14 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     mem = ""
     try:
         kb = int(Path("/proc/meminfo").read_text().split()[1])

@@ -70,7 +70,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from _ingest_procfs import MachineCpu, sample_process
+from _ingest_procfs import MachineCpu, cpu_model, sample_process
 from tiangong.identity.handle import codec
 from tiangong.identity.handle.codec import encode_admin
 from tiangong.identity.handle.messages import ResolutionResponse
@@ -850,11 +850,7 @@ def _short(frame: str) -> str:
 
 
 def machine() -> dict[str, Any]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
+    model = cpu_model()
     versions: dict[str, str] = {}
     for tool, argv in {
         "nsd": ["nsd", "-v"],

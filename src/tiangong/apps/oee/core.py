@@ -346,15 +346,32 @@ def _loss_key(run: StateRun) -> tuple[StateClass, str] | None:
     return None
 
 
-def _quantity(increments: Sequence[tuple[int, float]], period: CalendarPeriod) -> float | None:
-    times = [ts for ts, _ in increments]
-    total: float | None = None
-    for start, end in period.planned:
-        lo = bisect.bisect_left(times, start)
-        hi = bisect.bisect_left(times, end)
-        if hi > lo:
-            total = (total or 0.0) + math.fsum(inc for _, inc in increments[lo:hi])
-    return total
+@dataclass(frozen=True, slots=True)
+class _Increments:
+    """A counter's increments, indexed once for sums over many periods.
+
+    A site month by shift asks ~90 periods of each machine: rebuilding the index per period
+    cost as much as the rest of the computation (``bench/apps_figures.py``).
+    """
+
+    times: list[int]
+    #: ``cumulative[i]``: the sum of the first ``i`` increments (whole parts: exact in floats).
+    cumulative: list[float]
+
+    @classmethod
+    def of(cls, increments: Sequence[tuple[int, float]]) -> _Increments:
+        sums = itertools.accumulate((inc for _, inc in increments), initial=0.0)
+        return cls([ts for ts, _ in increments], list(sums))
+
+    def within(self, period: CalendarPeriod) -> float | None:
+        """The sum over the period's planned time; None when no increment falls in it."""
+        total: float | None = None
+        for start, end in period.planned:
+            lo = bisect.bisect_left(self.times, start)
+            hi = bisect.bisect_left(self.times, end)
+            if hi > lo:
+                total = (total or 0.0) + (self.cumulative[hi] - self.cumulative[lo])
+        return total
 
 
 def compute(
@@ -398,9 +415,11 @@ def compute(
         faults,
         fault_tolerance_ms,
     )
-    good_inc = counter_increments(clean_samples(good, quality, valid=int), quality)
+    good_inc = _Increments.of(counter_increments(clean_samples(good, quality, valid=int), quality))
     bad_inc = (
-        None if bad is None else counter_increments(clean_samples(bad, quality, valid=int), quality)
+        None
+        if bad is None
+        else _Increments.of(counter_increments(clean_samples(bad, quality, valid=int), quality))
     )
     run_starts = [r.start_ms for r in runs]
     out = []
@@ -420,8 +439,8 @@ def compute(
         figures.data_quality.gaps = sum(
             1 for i in seen if runs[i].state_class is StateClass.UNKNOWN
         )
-        made_good = _quantity(good_inc, period)
-        made_bad = 0.0 if bad_inc is None else _quantity(bad_inc, period)
+        made_good = good_inc.within(period)
+        made_bad = 0.0 if bad_inc is None else bad_inc.within(period)
         if made_good is not None and made_bad is not None:
             figures.good = made_good
             figures.produced = made_good + made_bad

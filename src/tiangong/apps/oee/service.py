@@ -28,7 +28,7 @@ from tiangong.apps.oee.core import OeeFigures, StateClass, compute
 from tiangong.platform.database import Database, device_events, utc
 from tiangong.platform.model import Device
 from tiangong.platform.registry import DeviceRegistry
-from tiangong.platform.tsdb.base import MINUTE_MS, RAW_LIMIT, Aggregate, TimeSeriesStore
+from tiangong.platform.tsdb.base import HOUR_MS, RAW_LIMIT, Aggregate, TimeSeriesStore
 
 __all__ = ["DeviceOee", "OeeReport", "OeeService"]
 
@@ -272,10 +272,12 @@ class OeeService:
         """A counter's points in the range, after its last value in the day before it."""
         if series_id is None:
             return []
-        # Whole minutes before the cut, raw points from it: no point is read twice.
-        cut = start_ms - start_ms % MINUTE_MS
+        # Whole hours before the cut (24 rows, not 1,440 minutes: a site month asks for this
+        # once per machine and day), raw points from it: no point is read twice. The raw points
+        # before ``start_ms`` give increments outside every period, which are not counted.
+        cut = start_ms - start_ms % HOUR_MS
         before = await self.store.query(
-            series_id, cut - COUNTER_LOOKBACK_MS, cut, MINUTE_MS, Aggregate.LAST
+            series_id, cut - COUNTER_LOOKBACK_MS, cut, HOUR_MS, Aggregate.LAST
         )
         baseline = [(ts, float(v)) for ts, v in before if isinstance(v, int | float)][-1:]
         return baseline + await self._raw(series_id, cut, end_ms)
