@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 from tiangong.apps.energy.core import Granularity
 from tiangong.apps.energy.errors import EnergyQueryError, TariffError
 from tiangong.apps.energy.service import AnomalyReport, EnergyReport
-from tiangong.apps.energy.tariff import Tariff
+from tiangong.apps.energy.tariff import CHINA_INDUSTRIAL_DEFAULT, Tariff
 from tiangong.platform.api.auth import (
     DevicesWrite,
     PlatformDep,
@@ -114,28 +114,12 @@ async def tariff(
     return platform.energy.tariffs.for_site(scope, site_id).to_json()
 
 
-#: An example for the OpenAPI page: the shape GET answers and PUT takes.
-_TARIFF_EXAMPLE: dict[str, Any] = {
-    "name": "Jiangsu large industry, 2026",
-    "timezone": "Asia/Shanghai",
-    "currency": "CNY",
-    "bands": [
-        {"from": "00:00", "to": "08:00", "period": "valley"},
-        {"from": "08:00", "to": "11:00", "period": "peak"},
-        {"from": "11:00", "to": "17:00", "period": "flat"},
-        {"from": "17:00", "to": "22:00", "period": "peak"},
-        {"from": "22:00", "to": "24:00", "period": "flat"},
-    ],
-    "prices": {"peak": 1.05, "flat": 0.62, "valley": 0.28},
-}
-
-
 @router.put("/tariffs/{site_id}")
 async def put_tariff(
     site_id: str,
     platform: PlatformDep,
     principal: DevicesWrite,
-    body: Annotated[dict[str, Any], Body(examples=[_TARIFF_EXAMPLE])],
+    body: Annotated[dict[str, Any], Body(examples=[CHINA_INDUSTRIAL_DEFAULT.to_json()])],
     tenant: str | None = Query(None, description="platform administrators: the tenant"),
 ) -> dict[str, Any]:
     """Give a site its own time-of-use tariff (bands covering the day, a price per period).
