@@ -711,9 +711,8 @@ class SparkplugUplink(UplinkBase):
             buffer=buffer,
             on_command=on_command,
             devices_status=devices_status,
+            window=window,
         )
-        self._window_size = window
-        self._window = asyncio.Semaphore(window)
         self._receive_slots = asyncio.Semaphore(1)  # per session: the broker's receive maximum
         gateway = config.gateway
         self.bd_seq_file = BdSeqFile(gateway.data_dir / f"{gateway.id}-sparkplug.json")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import ssl
@@ -81,6 +82,14 @@ class UplinkBase:
 
     The JSON ``Uplink`` and the ``SparkplugUplink`` differ in what they put on the wire, not in
     this; both begin with ``UplinkBase.__init__``.
+
+    Args:
+        config: the gateway configuration.
+        password: the gateway's MQTT password.
+        buffer: the forward buffer.
+        on_command: executes a command, returning its result or raising ``CommandError``.
+        devices_status: the current availability of each device ("online"/"offline").
+        window: frames in flight at most.
     """
 
     def __init__(
@@ -91,8 +100,11 @@ class UplinkBase:
         buffer: ForwardBuffer,
         on_command: CommandHandler,
         devices_status: Callable[[], dict[str, str]],
+        window: int = 16,
     ) -> None:
         self.config = config
+        self._window_size = window
+        self._window = asyncio.Semaphore(window)
         self.buffer = buffer
         self._password = password
         self._tls = uplink_tls_context(config)  # a bad file fails the start, not each attempt
@@ -137,42 +149,19 @@ class UplinkBase:
 
 
 class Uplink(UplinkBase):
-    """Sends buffered frames to the platform; receives commands.
+    """Sends buffered frames to the platform; receives commands (``UplinkBase``'s arguments)."""
 
-    Args:
-        config: the gateway configuration.
-        password: the gateway's MQTT password.
-        buffer: the forward buffer.
-        on_command: executes a command, returning its result or raising ``CommandError``.
-        devices_status: the current availability of each device ("online"/"offline").
-        window: frames in flight at most.
-    """
+    #: Connection failures of the current client already recorded in the link figures.
+    _failures_seen = 0
 
-    def __init__(
-        self,
-        *,
-        config: EdgeConfig,
-        password: str | None,
-        buffer: ForwardBuffer,
-        on_command: CommandHandler,
-        devices_status: Callable[[], dict[str, str]],
-        window: int = 16,
-    ) -> None:
-        super().__init__(
-            config=config,
-            password=password,
-            buffer=buffer,
-            on_command=on_command,
-            devices_status=devices_status,
-        )
-        self._window = asyncio.Semaphore(window)
-        gateway = config.gateway
-
-        def topic(channel: Channel) -> str:
-            return DeviceTopic.build(gateway.tenant, gateway.site, gateway.id, channel)
-
-        self.topics = {channel: topic(channel) for channel in Channel}
-        self._failures_seen = 0  # connection failures of the current client already recorded
+    @functools.cached_property
+    def topics(self) -> dict[Channel, str]:
+        """The gateway's own topic of each channel."""
+        gateway = self.config.gateway
+        return {
+            channel: DeviceTopic.build(gateway.tenant, gateway.site, gateway.id, channel)
+            for channel in Channel
+        }
 
     # -- feeding ---------------------------------------------------------------------------------
 
