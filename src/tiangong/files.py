@@ -1,13 +1,16 @@
 """Files that other processes read while we write them.
 
 Mosquitto may reload its password file at any moment; a platform restarting reads the tariffs
-the API wrote a moment ago. Each must see the old file or the new one, never half of one:
-``atomic_write`` writes beside the file and renames over it.
+the API wrote a moment ago, an edge gateway its next bdSeq, an audit check its anchored head.
+Each must see the old file or the new one, never half of one: ``atomic_write`` writes beside
+the file, syncs, and renames over it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 __all__ = ["atomic_write"]
@@ -19,12 +22,17 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     Blocking: call it from a thread in async code.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.chmod(mode)  # whatever the umask took away or left
-    tmp.replace(path)
+    # A scratch file of its own (0600 until written): writers in several processes or threads
+    # (an identifier node's workers anchoring one audit trail) never share one.
+    fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(scratch, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(scratch)
+        raise

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from tiangong.data.errors import DataError
 from tiangong.data.model import ANY, DataGrade, Level
+from tiangong.files import atomic_write
 
 if TYPE_CHECKING:
     from tiangong.data.center import CenterConfig, DataCenter
@@ -312,9 +313,8 @@ async def _report_stats(center: DataCenter, data_dir: Path) -> None:
         "pending_cells": center.pending_cells,
         "rejections": dict(s.rejections),
     }
-    tmp = data_dir / "stats.json.tmp"
-    await asyncio.to_thread(tmp.write_bytes, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-    await asyncio.to_thread(tmp.replace, data_dir / "stats.json")
+    stats = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+    await asyncio.to_thread(atomic_write, data_dir / "stats.json", stats)
 
 
 def _summary(

@@ -59,7 +59,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -75,6 +74,7 @@ from tiangong.edge.coordinator import LinkQuality
 from tiangong.edge.errors import CommandError, EdgeConfigError
 from tiangong.edge.thing_model import GATEWAY_MODEL
 from tiangong.edge.uplink import CommandHandler, CommandRequest, UplinkBase
+from tiangong.files import atomic_write
 from tiangong.network.errors import MqttError, SparkplugError, SparkplugMetricError
 from tiangong.network.mqtt import MqttClient, ProtocolVersion, Subscription, Will
 from tiangong.network.sparkplug import (
@@ -634,18 +634,9 @@ class BdSeqFile:
     async def save(self, value: int) -> None:
         """Persist the next bdSeq durably (write, fsync, rename); a failure is logged."""
         try:
-            await asyncio.to_thread(self._write, value)
+            await asyncio.to_thread(atomic_write, self.path, orjson.dumps({"next_bd_seq": value}))
         except OSError as exc:
             _log.error("sparkplug: cannot persist bdSeq to %s: %s", self.path, exc)
-
-    def _write(self, value: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = self.path.with_name(self.path.name + ".tmp")
-        with scratch.open("wb") as out:
-            out.write(orjson.dumps({"next_bd_seq": value}))
-            out.flush()
-            os.fsync(out.fileno())
-        scratch.replace(self.path)
 
 
 # -- the uplink (I/O) ----------------------------------------------------------------------------

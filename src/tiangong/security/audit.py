@@ -44,7 +44,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tiangong.files import atomic_write
 from tiangong.resource import AsyncResource
 from tiangong.security.errors import SecurityError
 
@@ -296,15 +296,9 @@ class AuditCheckpoint:
                 self.read()
         if seq <= self._seq:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Per process: several node workers may anchor the same trail.
-        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(json.dumps({"seq": seq, "hash": digest}) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        temporary.replace(self.path)
+        # Several node workers may anchor the same trail: each write has its own scratch file.
+        line = json.dumps({"seq": seq, "hash": digest}) + "\n"
+        atomic_write(self.path, line.encode("utf-8"), mode=0o600)
         self._seq = seq
 
 
