@@ -272,9 +272,9 @@ class OeeService:
         """A counter's points in the range, after its last value in the day before it."""
         if series_id is None:
             return []
-        # Whole hours before the cut (24 rows, not 1,440 minutes: a site month asks for this
-        # once per machine and day), raw points from it: no point is read twice. The raw points
-        # before ``start_ms`` give increments outside every period, which are not counted.
+        # Whole hours before the cut (24 rows, not 1,440 minutes: the monthly indicator asks
+        # for this once per machine and day), raw points from it: no point is read twice. The
+        # raw points before ``start_ms`` give increments outside every period, not counted.
         cut = start_ms - start_ms % HOUR_MS
         before = await self.store.query(
             series_id, cut - COUNTER_LOOKBACK_MS, cut, HOUR_MS, Aggregate.LAST
