@@ -35,8 +35,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from types import TracebackType
-from typing import Any, Final, Protocol, Self, cast
+from typing import Any, Final, Protocol, cast
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
@@ -46,6 +45,7 @@ from amqtt.session import Session
 
 from tiangong.network.access.authorization import Principal, may_publish, may_subscribe
 from tiangong.network.errors import NetworkError
+from tiangong.resource import AsyncResource
 
 __all__ = [
     "REFUSAL_KINDS",
@@ -424,7 +424,7 @@ class _Broker(Broker):  # type: ignore[misc]  # amqtt ships no type information
         )
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(AsyncResource):
     """An in-process MQTT broker bound to ``host:port`` (and ``host:tls.port`` with TLS).
 
     Args:
@@ -511,7 +511,12 @@ class EmbeddedBroker:
             ended += 1
         return ended
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
+        """Listen (plain, and TLS when configured).
+
+        Raises:
+            NetworkError: a port is taken; the message says which option picks another.
+        """
         broker = _Broker(
             self._config, loop=asyncio.get_running_loop(), access=self._access, tls=self.tls
         )
@@ -527,14 +532,9 @@ class EmbeddedBroker:
         _log.info("embedded MQTT broker listening on %s:%d", self.host, self.port)
         if self.tls is not None:
             _log.info("embedded MQTT broker: TLS with client certificates on %d", self.tls.port)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
+        """Shut the broker down; its clients are disconnected."""
         if self._broker is not None:
             with contextlib.suppress(Exception):
                 await self._broker.shutdown()

@@ -25,8 +25,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import nats
 import nats.errors
@@ -47,6 +45,7 @@ from tiangong.cancellation import raise_if_cancelling
 from tiangong.data.errors import TransportError
 from tiangong.data.model import Level
 from tiangong.data.transport.base import Backoff, parse_destination
+from tiangong.resource import AsyncResource
 
 __all__ = ["JetStreamTransport", "stream_name", "subject_for"]
 
@@ -102,7 +101,7 @@ class _JetStreamDelivery:
             raise TransportError(f"cannot settle {self.message_id}: {exc}") from exc
 
 
-class JetStreamTransport:
+class JetStreamTransport(AsyncResource):
     """The report transport on a NATS JetStream server or cluster.
 
     Args:
@@ -165,7 +164,13 @@ class JetStreamTransport:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
+        """Connect to NATS (reconnecting for ever once connected).
+
+        Raises:
+            TransportError: NATS does not answer within ``connect_timeout``.
+        """
+
         async def on_error(exc: Exception) -> None:
             log.debug("NATS: %s", exc)
 
@@ -194,14 +199,9 @@ class JetStreamTransport:
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise TransportError(f"cannot connect to NATS at {', '.join(self.servers)}") from exc
         self._js = self._nc.jetstream(domain=self.domain)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
+        """Close the connection; unacked deliveries come again to the next consumer."""
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None:
             with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):

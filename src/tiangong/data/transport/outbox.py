@@ -34,11 +34,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 from tiangong.data.errors import TransportError
 from tiangong.data.transport.base import parse_destination
+from tiangong.resource import AsyncResource
 from tiangong.security.gm import SM4_KEY_BYTES, SealError, is_sealed, open_sealed, seal
 
 __all__ = ["OutboxTransport"]
@@ -114,7 +114,7 @@ class _OutboxDelivery:
         await self.transport._settle(self.consumer, self.seq, outcome)
 
 
-class OutboxTransport:
+class OutboxTransport(AsyncResource):
     """The report transport in a local SQLite file (the embedded path of ``tiangong up``).
 
     Args:
@@ -153,7 +153,13 @@ class OutboxTransport:
         self._lock = threading.Lock()
         self._consumers: dict[str, _Consumer] = {}
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
+        """Open (or create) the outbox database.
+
+        Raises:
+            TransportError: the file cannot be opened.
+        """
+
         def open_db() -> sqlite3.Connection:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -167,14 +173,9 @@ class OutboxTransport:
             self._db = await asyncio.to_thread(open_db)
         except sqlite3.Error as exc:
             raise TransportError(f"cannot open the outbox {self.path}: {exc}") from exc
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
+        """Close the database; what was not acknowledged is delivered again after a restart."""
         db, self._db = self._db, None
         if db is not None:
             await asyncio.to_thread(self._locked, db.close)
