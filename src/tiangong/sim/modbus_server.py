@@ -22,8 +22,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
@@ -33,6 +32,7 @@ from pymodbus.simulator.simcore import SimCore
 
 from tiangong.edge.config import ModbusPoint
 from tiangong.platform.model import ThingModel
+from tiangong.resource import AsyncResource
 from tiangong.sim.errors import MachineInputError, PortUnavailableError
 from tiangong.sim.machines import Machine
 from tiangong.sim.register_maps import RegisterMap, Table, decode, encode, register_count
@@ -231,7 +231,7 @@ def _bind_problem(host: str, port: int) -> str:
     return "the listener could not be opened"
 
 
-class ModbusPlantServer:
+class ModbusPlantServer(AsyncResource):
     """A Modbus TCP server for a set of machines, one unit id each.
 
     Args:
@@ -251,7 +251,8 @@ class ModbusPlantServer:
         self.port = port
         self._server: ModbusTcpServer | None = None
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
+        """Listen (the port is known once this returns)."""
         # pymodbus wants a declared device to build; the unit images replace its store.
         placeholder = SimDevice(0, simdata=SimData(0, datatype=DataType.INVALID))
         server = ModbusTcpServer(placeholder, address=(self.host, self.port))
@@ -265,14 +266,9 @@ class ModbusPlantServer:
         listener = cast("asyncio.Server", server.transport)
         self.port = int(listener.sockets[0].getsockname()[1])
         _log.info("modbus: %d units on %s:%d", len(self.units), self.host, self.port)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
+        """Stop listening; clients are disconnected."""
         if self._server is not None:
             # Closes the listener and every client connection (``shutdown`` does the same and
             # also ends a foreground ``serve_forever``, which is not used here).

@@ -34,8 +34,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self, cast
+from typing import Any, Final, cast
 
 from asyncua import ua
 from asyncua.common.callback import CallbackService, CallbackType, ServerItemCallback
@@ -49,6 +48,7 @@ from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
 
 from tiangong.platform.model import DataType, PropertySpec, Severity, Site, ThingModel
+from tiangong.resource import AsyncResource
 from tiangong.sim.certificates import SERVER_APPLICATION_URI, OpcUaPki
 from tiangong.sim.errors import MachineInputError, PortUnavailableError
 from tiangong.sim.factory import DeviceSpec
@@ -253,7 +253,7 @@ class _TrustedDirectory:
         await self.validator.validate(certificate, app)
 
 
-class OpcUaPlantServer:
+class OpcUaPlantServer(AsyncResource):
     """An OPC UA server for a set of machines (see the module docstring).
 
     Args:
@@ -293,7 +293,8 @@ class OpcUaPlantServer:
         """The endpoint URL clients connect to."""
         return f"opc.tcp://{self.host}:{self.port}{ENDPOINT_PATH}"
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
+        """Listen (the port is known once this returns)."""
         await asyncio.to_thread(self.pki.ensure, host=self.host)
         server = Server()
         await server.init()
@@ -326,14 +327,9 @@ class OpcUaPlantServer:
         assert server.bserver is not None
         self.port = server.bserver.port
         _log.info("opcua: %d devices at %s", len(self.devices), self.endpoint)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
+        """Stop listening; clients are disconnected."""
         if self._server is not None:
             await self._server.stop()
             self._server = None
