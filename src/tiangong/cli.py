@@ -327,7 +327,9 @@ def mosquitto_files(
     from tiangong.platform.certificates import PlatformCertificates  # noqa: PLC0415
     from tiangong.platform.database import Database  # noqa: PLC0415
     from tiangong.platform.mosquitto_keeper import (  # noqa: PLC0415
+        password_identities,
         render_mosquitto_files,
+        with_certificates,
         write_mosquitto_files,
     )
     from tiangong.platform.registry import DeviceRegistry  # noqa: PLC0415
@@ -343,7 +345,8 @@ def mosquitto_files(
         try:
             registry = DeviceRegistry(db)
             await registry.refresh()
-            files = render_mosquitto_files(registry, certificates, service_users=[platform_user])
+            identities = with_certificates(password_identities(registry), registry, certificates)
+            files = render_mosquitto_files(identities, service_users=[platform_user])
             write_mosquitto_files(out, files, certificates, tls_port=tls_port)
         finally:
             if certificates is not None:

@@ -4,8 +4,9 @@ Mosquitto reads who may log in (``password_file``), what each identity may touch
 (``acl_file``) and which certificates are revoked (``crlfile``) from files, and reads them again
 on SIGHUP; it cannot ask the platform (not without a compiled plugin). ``tiangong broker
 mosquitto-files`` writes those files once. ``MosquittoKeeper`` keeps them true while the
-platform runs: every ``mosquitto_check`` seconds it renders them from the registry and the
-tenants' CAs, and when anything an identity depends on changed (a device registered,
+platform runs: every ``mosquitto_check`` seconds it compares who may log in with what
+(``BrokerIdentities``: the registry's part taken again only when the registry changed, the
+tenants' CAs read in a thread), and when anything an identity depends on changed (a device registered,
 decommissioned or given a new secret, a certificate issued, revoked or expired) it writes them
 (atomically) and makes Mosquitto reload, through its pid file (SIGHUP) or a command such as
 ``systemctl reload mosquitto``. The CRLs are valid for an hour, so the files are written and
@@ -37,9 +38,12 @@ from tiangong.platform.registry import DeviceRegistry
 
 __all__ = [
     "CRL_REFRESH_S",
+    "BrokerIdentities",
     "MosquittoFiles",
     "MosquittoKeeper",
+    "password_identities",
     "render_mosquitto_files",
+    "with_certificates",
     "write_mosquitto_files",
 ]
 
@@ -52,62 +56,92 @@ _RELOAD_TIMEOUT_S: Final = 30.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class BrokerIdentities:
+    """Everything Mosquitto's files say, as data: equal identities render equal files.
+
+    Attributes:
+        credentials: (device, ``$7$`` hash) of each device that may log in with its password.
+        principals: (tenant, site, device) of the same devices, for their ACL blocks.
+        certified: (tenant, site, device) of each device holding a valid certificate.
+        revoked: (tenant, revoked serials) of each tenant CA: what the CRLs say (freshly
+            signed CRLs differ at every signing, so they are compared through this).
+    """
+
+    credentials: tuple[tuple[str, str], ...]
+    principals: tuple[tuple[str, str, str], ...]
+    certified: tuple[tuple[str, str, str], ...] = ()
+    revoked: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+
+def password_identities(registry: DeviceRegistry) -> BrokerIdentities:
+    """The devices that log in with a password (from memory: call it on the event loop)."""
+    credentials = registry.credentials()
+    principals = tuple(
+        (entry.device.tenant_id, entry.device.site_id, entry.device.id)
+        for device_id, _ in credentials
+        if (entry := registry.lookup(device_id)) is not None
+    )
+    return BrokerIdentities(tuple(credentials), principals)
+
+
+def with_certificates(
+    identities: BrokerIdentities,
+    registry: DeviceRegistry,
+    certificates: PlatformCertificates | None,
+) -> BrokerIdentities:
+    """``identities`` with the certificate identities and revocations added.
+
+    Blocking (it reads the CA registers): run it in a thread.
+    """
+    if certificates is None:
+        return identities
+    revoked = []
+    for tenant in certificates.tenants():
+        ca = certificates.existing_ca(tenant)
+        if ca is not None:
+            serials = sorted(r.serial for r in ca.certificates() if r.revoked_at is not None)
+            revoked.append((tenant, tuple(serials)))
+    return dataclasses.replace(
+        identities,
+        certified=tuple(certificates.certified_devices(registry)),
+        revoked=tuple(revoked),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class MosquittoFiles:
-    """What Mosquitto reads, rendered; ``identity`` is what decides whether to write again."""
+    """What Mosquitto reads, rendered."""
 
     passwd: str
     acl: str
     devices: int
     certified: int
-    identity: tuple[object, ...]
 
 
 def render_mosquitto_files(
-    registry: DeviceRegistry,
-    certificates: PlatformCertificates | None,
+    identities: BrokerIdentities,
     *,
     service_users: Iterable[str],
     service_credentials: Iterable[tuple[str, str]] = (),
-    credentials: list[tuple[str, str]] | None = None,
 ) -> MosquittoFiles:
-    """The password file and ACL for every registered device and valid certificate identity.
-
-    ``identity`` holds everything the TLS files depend on besides the two texts (the tenants
-    with a CA, the revoked serials of each), so a change of any of them is seen without
-    comparing freshly signed CRLs, which differ on every signing. Blocking (the CA registers).
+    """The password file and ACL for the devices and certificate identities.
 
     Args:
-        registry: the device registry.
-        certificates: the tenants' CAs (None: no certificate identities).
+        identities: who may log in and with what.
         service_users: the platform's own broker users.
         service_credentials: (user, ``$7$`` hash) of those with a password.
-        credentials: the registry's device credentials, taken on the event loop by a caller
-            that runs this in a thread (the directory must not be iterated while it changes).
     """
-    if credentials is None:
-        credentials = registry.credentials()
-    principals = [
-        (entry.device.tenant_id, entry.device.site_id, entry.device.id)
-        for device_id, _ in credentials
-        if (entry := registry.lookup(device_id)) is not None
-    ]
-    certified: list[tuple[str, str, str]] = []
-    revoked: list[tuple[str, tuple[int, ...]]] = []
-    if certificates is not None:
-        certified = certificates.certified_devices(registry)
-        for tenant in certificates.tenants():
-            ca = certificates.existing_ca(tenant)
-            if ca is not None:
-                serials = sorted(r.serial for r in ca.certificates() if r.revoked_at is not None)
-                revoked.append((tenant, tuple(serials)))
-    passwd = render_passwd([*service_credentials, *credentials])
-    acl = render_acl(principals, service_users=list(service_users), certificate_devices=certified)
+    passwd = render_passwd([*service_credentials, *identities.credentials])
+    acl = render_acl(
+        identities.principals,
+        service_users=list(service_users),
+        certificate_devices=identities.certified,
+    )
     return MosquittoFiles(
         passwd=passwd,
         acl=acl,
-        devices=len(credentials),
-        certified=len(certified),
-        identity=(passwd, acl, tuple(revoked)),
+        devices=len(identities.credentials),
+        certified=len(identities.certified),
     )
 
 
@@ -202,7 +236,9 @@ class MosquittoKeeper:
         self.stats = KeeperStats()
         self._clock = clock
         self._observe = observe
-        self._identity: tuple[object, ...] | None = None
+        self._identities: BrokerIdentities | None = None
+        self._passwords = BrokerIdentities((), ())
+        self._generation = -1  # the registry's generation the passwords were taken at
         self._written_at = float("-inf")
         self._lock = asyncio.Lock()
         self._warned = False
@@ -224,18 +260,26 @@ class MosquittoKeeper:
                 message says what to fix.
         """
         async with self._lock:
-            files = await asyncio.to_thread(
-                render_mosquitto_files,
-                self.registry,
-                self.certificates,
-                service_users=self.service_users,
-                service_credentials=self.service_credentials,
-                credentials=self.registry.credentials(),  # here, not in the thread
+            # The registry's part is taken again only when the registry changed (it is in
+            # memory and may not be iterated from a thread); the CAs are read at every look,
+            # in a thread, because another process may revoke and certificates expire.
+            if self._generation != self.registry.generation:
+                self._passwords = password_identities(self.registry)
+                self._generation = self.registry.generation
+            identities = await asyncio.to_thread(
+                with_certificates, self._passwords, self.registry, self.certificates
             )
             stale = self._clock() - self._written_at >= CRL_REFRESH_S
-            written = force or stale or files.identity != self._identity
+            written = force or stale or identities != self._identities
             if written:
+                files = await asyncio.to_thread(
+                    render_mosquitto_files,
+                    identities,
+                    service_users=self.service_users,
+                    service_credentials=self.service_credentials,
+                )
                 await self._write(files)
+                self._identities = identities
             if self.reload_pending:
                 await self._reload()
             return written
@@ -256,7 +300,6 @@ class MosquittoKeeper:
             raise ConfigurationError(
                 f"cannot write Mosquitto's files into {self.out}: {exc}"
             ) from exc
-        self._identity = files.identity
         self._written_at = self._clock()
         self.stats.writes += 1
         self._observe("written")

@@ -108,6 +108,9 @@ class DeviceRegistry:
         self._models: dict[tuple[str, str, int], ThingModel] = {}
         self._last_seen: dict[str, datetime] = {}
         self._listeners: list[DeviceListener] = []
+        #: Bumped by every change of the directory (a record, a state, a reload): whoever
+        #: derives something from all devices knows when to derive it again.
+        self.generation = 0
 
     # -- directory -------------------------------------------------------------------------------
 
@@ -125,6 +128,7 @@ class DeviceRegistry:
             _log.error("device %s pins a missing thing model", device.id)
             return
         self._directory[device.id] = DirectoryEntry(device, model, secret_hash)
+        self.generation += 1
         for listener in self._listeners:
             listener(device)
 
@@ -143,6 +147,7 @@ class DeviceRegistry:
             if model is not None:
                 directory[device.id] = DirectoryEntry(device, model, row.secret_hash)
         self._directory = directory
+        self.generation += 1
 
     def devices_in_memory(self) -> Iterable[Device]:
         """Every registered device, from the directory."""
