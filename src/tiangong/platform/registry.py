@@ -108,8 +108,8 @@ class DeviceRegistry:
         self._models: dict[tuple[str, str, int], ThingModel] = {}
         self._last_seen: dict[str, datetime] = {}
         self._listeners: list[DeviceListener] = []
-        #: Bumped by every change of the directory (a record, a state, a reload): whoever
-        #: derives something from all devices knows when to derive it again.
+        #: Bumped by every change of a device's record or state and by every reload (not by
+        #: last-seen times): whoever derives something from all devices knows when to again.
         self.generation = 0
 
     # -- directory -------------------------------------------------------------------------------
