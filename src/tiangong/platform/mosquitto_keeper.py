@@ -6,12 +6,12 @@ on SIGHUP; it cannot ask the platform (not without a compiled plugin). ``tiangon
 mosquitto-files`` writes those files once. ``MosquittoKeeper`` keeps them true while the
 platform runs: every ``mosquitto_check`` seconds it compares who may log in with what
 (``BrokerIdentities``: the registry's part taken again only when the registry changed, the
-tenants' CAs read in a thread), and when anything an identity depends on changed (a device registered,
-decommissioned or given a new secret, a certificate issued, revoked or expired) it writes them
-(atomically) and makes Mosquitto reload, through its pid file (SIGHUP) or a command such as
-``systemctl reload mosquitto``. The CRLs are valid for an hour, so the files are written and
-Mosquitto reloaded every ``CRL_REFRESH_S`` as well, changed or not: a CRL past its
-``nextUpdate`` makes OpenSSL refuse every client of that CA.
+tenants' CAs read in a thread), and when anything an identity depends on changed (a device
+registered, decommissioned or given a new secret, a certificate issued, revoked or expired) it
+writes them (atomically) and makes Mosquitto reload, through its pid file (SIGHUP) or a
+command such as ``systemctl reload mosquitto``. The CRLs are valid for an hour, so the files
+are written and Mosquitto reloaded every ``CRL_REFRESH_S`` as well, changed or not: a CRL past
+its ``nextUpdate`` makes OpenSSL refuse every client of that CA.
 
 A revocation therefore takes effect on Mosquitto within ``mosquitto_check`` seconds (2 by
 default) with no operator step; a revocation through the API asks for a look at once.
