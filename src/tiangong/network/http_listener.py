@@ -81,9 +81,11 @@ class HttpListener:
         )
         self.task: asyncio.Task[None] | None = None
 
-    def start(self, tasks: asyncio.TaskGroup, name: str) -> asyncio.Task[None]:
-        """Serve as a task of ``tasks``."""
-        self.task = tasks.create_task(self._server.serve(sockets=[self.sock]), name=name)
+    def start(self, tasks: asyncio.TaskGroup | None, name: str) -> asyncio.Task[None]:
+        """Serve as a task of ``tasks`` (None: a task of its own; ``stop`` ends it)."""
+        serving = self._server.serve(sockets=[self.sock])
+        spawn = asyncio.create_task if tasks is None else tasks.create_task
+        self.task = spawn(serving, name=name)
         return self.task
 
     async def stop(self) -> None:

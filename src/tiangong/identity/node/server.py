@@ -36,6 +36,7 @@ from tiangong.identity.handle.messages import Message
 from tiangong.identity.handle.protocol import ENVELOPE_SIZE, MAX_UDP_PACKET, OpCode, ResponseCode
 from tiangong.identity.node.dispatch import Answerer, Dispatcher
 from tiangong.identity.node.response_cache import ResponseCache
+from tiangong.network.http_listener import HttpListener, bind_listener
 from tiangong.security.ratelimit import ConcurrencyLimit, TokenBuckets
 
 log = logging.getLogger(__name__)
@@ -215,8 +216,7 @@ class NodeServer:
         self.tasks: set[asyncio.Future[None]] = set()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
-        self._http: asyncio.Task[None] | None = None
-        self._http_server: object | None = None
+        self._http: HttpListener | None = None
         self._connections: set[asyncio.Task[None]] = set()
         #: Requests per source address (UDP, TCP and REST alike); None: no limit.
         self.rate: TokenBuckets[object] | None = None
@@ -271,8 +271,6 @@ class NodeServer:
         return f", http {self.http_port}" if self.http_port is not None else ""
 
     async def _start_http(self) -> None:
-        import uvicorn  # noqa: PLC0415
-
         from tiangong.identity.node.resolver_rest import create_resolver_rest_app  # noqa: PLC0415
         from tiangong.identity.node.rest import create_rest_app  # noqa: PLC0415
         from tiangong.identity.node.service import HandleNode  # noqa: PLC0415
@@ -284,26 +282,12 @@ class NodeServer:
             app = create_resolver_rest_app(self.node, over_rate=self.over_rate)
         else:
             raise TypeError(f"no REST API for {type(self.node).__name__}")
-        # No X-Forwarded-For: the per-source limits count the address that connected (uvicorn
-        # would otherwise believe the header from 127.0.0.1).
-        config = uvicorn.Config(
-            app,
-            host=self.host,
-            port=self.http_port or 0,
-            log_level="warning",
-            lifespan="off",
-            proxy_headers=False,
-        )
-        server = uvicorn.Server(config)
-        self._http_server = server
-        self._http = asyncio.create_task(server.serve())
-        async with asyncio.timeout(10):
-            while not server.started:
-                if self._http.done():
-                    self._http.result()  # raises the bind error
-                await asyncio.sleep(0.02)
-        if not self.http_port:
-            self.http_port = int(server.servers[0].sockets[0].getsockname()[1])
+        # No X-Forwarded-For (HttpListener's default): the per-source limits count the address
+        # that connected. A taken port is a NetworkError here, before anything is served.
+        listener = HttpListener(app, bind_listener(self.host, self.http_port or 0))
+        listener.start(None, f"idnode-http:{listener.port}")
+        self._http = listener
+        self.http_port = listener.port
 
     async def __aexit__(
         self,
@@ -321,11 +305,8 @@ class NodeServer:
             task.cancel()
         for future in list(self.tasks):
             future.cancel()
-        if self._http_server is not None and self._http is not None:
-            self._http_server.should_exit = True  # type: ignore[attr-defined]
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                async with asyncio.timeout(5):
-                    await self._http
+        if self._http is not None:
+            await self._http.stop()
         if self._tcp is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
